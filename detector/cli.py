@@ -1,0 +1,43 @@
+"""`featdistill`: one command, subcommands contributed by each part of the project.
+
+Subcommands are found through the `featdistill.commands` entry-point group (see pyproject.toml):
+each entry is a `register(subparsers)` function. The dispatcher therefore never imports the worker
+or the trainer by name, and a part that is not installed simply offers no subcommand.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import entry_points
+from typing import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="featdistill", description="Detect AI-generated images with a FeatDistill ensemble."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for ep in sorted(entry_points(group="featdistill.commands"), key=lambda e: e.name):
+        ep.load()(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except CliError as exc:
+        print(f"featdistill {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit status 2, no traceback."""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

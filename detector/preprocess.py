@@ -1,0 +1,69 @@
+"""The per-expert input pipeline, derived from its PreprocessSpec alone.
+
+Training and inference both call `to_tensor`, so they cannot disagree. The operations follow the
+reference transforms (open_clip's torchvision pipeline, transformers' image processors): PIL
+resampling on uint8 images, torchvision's rounding for sizes and centre crops.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from detector.spec import PreprocessSpec
+
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
+def _resize(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    w, h = img.size
+    size = spec.size
+    resample = _RESAMPLE[spec.interpolation]
+    if spec.resize_mode == "squash":
+        return img.resize((size, size), resample)
+    if spec.resize_mode == "shortest":
+        # torchvision.Resize(int): the short side becomes `size`, the long side is truncated.
+        if w <= h:
+            new = (size, int(size * h / w))
+        else:
+            new = (int(size * w / h), size)
+    else:  # longest: the long side becomes `size`; the crop below pads the short side.
+        scale = size / max(w, h)
+        new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if new == (w, h):
+        return img
+    return img.resize(new, resample)
+
+
+def _centre_crop(img: Image.Image, size: int) -> Image.Image:
+    w, h = img.size
+    if w < size or h < size:  # pad with black, as torchvision's CenterCrop does
+        canvas = Image.new("RGB", (max(w, size), max(h, size)))
+        canvas.paste(img, ((canvas.width - w) // 2, (canvas.height - h) // 2))
+        img, (w, h) = canvas, canvas.size
+    # torchvision rounds the offsets; int(x + 0.5) of a non-negative value is that rounding.
+    top = int(round((h - size) / 2.0))
+    left = int(round((w - size) / 2.0))
+    return img.crop((left, top, left + size, top + size))
+
+
+def to_tensor(img: Image.Image, spec: PreprocessSpec) -> torch.Tensor:
+    """One RGB PIL image -> normalised float32 tensor (3, size, size)."""
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    img = _resize(img, spec)
+    if spec.crop or spec.resize_mode == "longest":
+        img = _centre_crop(img, spec.size)
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    arr = (arr - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def to_batch(images: Sequence[Image.Image], spec: PreprocessSpec) -> torch.Tensor:
+    return torch.stack([to_tensor(img, spec) for img in images])

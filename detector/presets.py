@@ -1,0 +1,106 @@
+"""Named ensemble shapes: `paper` (the published architectures) and `tiny` (tests and demos).
+
+The paper's SigLIP config is written out here so the architecture can be built (on the meta
+device, or to wrap local weights) without fetching a config from a hub.
+"""
+from __future__ import annotations
+
+from detector.spec import (
+    CLIP_MEAN,
+    CLIP_STD,
+    HALF,
+    BackboneSpec,
+    EnsembleSpec,
+    ExpertSpec,
+    HeadSpec,
+    PreprocessSpec,
+)
+
+# google/siglip-so400m-patch14-384, vision tower.
+SIGLIP_SO400M_384 = {
+    "model_type": "siglip_vision_model",
+    "hidden_size": 1152,
+    "intermediate_size": 4304,
+    "num_hidden_layers": 27,
+    "num_attention_heads": 16,
+    "num_channels": 3,
+    "image_size": 384,
+    "patch_size": 14,
+    "hidden_act": "gelu_pytorch_tanh",
+    "layer_norm_eps": 1e-6,
+    "attention_dropout": 0.0,
+}
+
+CLIP_224 = PreprocessSpec(size=224, resize_mode="shortest", crop=True, mean=CLIP_MEAN, std=CLIP_STD)
+SIGLIP_384 = PreprocessSpec(size=384, resize_mode="squash", crop=True, mean=HALF, std=HALF)
+
+
+def clip_expert(name: str, model: str = "ViT-L-14", config=None, preprocess=CLIP_224, dim=768):
+    return ExpertSpec(
+        name=name,
+        backbone=BackboneSpec("open_clip", model, dict(config or {})),
+        feature="embed",
+        preprocess=preprocess,
+        head=HeadSpec(in_dim=dim),
+    )
+
+
+def siglip_expert(name: str, config=None, preprocess=SIGLIP_384, dim=1152):
+    return ExpertSpec(
+        name=name,
+        backbone=BackboneSpec("transformers", "SiglipVisionModel", dict(config or SIGLIP_SO400M_384)),
+        feature="pooled",
+        preprocess=preprocess,
+        head=HeadSpec(in_dim=dim),
+    )
+
+
+def paper(version: str = "paper-untrained") -> EnsembleSpec:
+    return EnsembleSpec(
+        experts=(
+            clip_expert("clip-l14-a"),
+            clip_expert("clip-l14-b"),
+            siglip_expert("siglip-so400m-a"),
+            siglip_expert("siglip-so400m-b"),
+        ),
+        threshold=0.5,
+        version=version,
+    )
+
+
+# Tiny: the same classes and code paths as the paper's, a few hundred thousand parameters each.
+TINY_CLIP = {
+    "embed_dim": 32,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+}
+TINY_SIGLIP = {
+    "model_type": "siglip_vision_model",
+    "hidden_size": 48,
+    "intermediate_size": 96,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_channels": 3,
+    "image_size": 48,
+    "patch_size": 8,
+    "hidden_act": "gelu_pytorch_tanh",
+    "layer_norm_eps": 1e-6,
+}
+
+
+def tiny(version: str = "tiny-untrained") -> EnsembleSpec:
+    clip_pre = PreprocessSpec(size=32, resize_mode="shortest", crop=True, mean=CLIP_MEAN, std=CLIP_STD)
+    siglip_pre = PreprocessSpec(size=48, resize_mode="squash", crop=True, mean=HALF, std=HALF)
+    return EnsembleSpec(
+        experts=(
+            clip_expert("clip-tiny-a", "ViT-B-16-quickgelu", TINY_CLIP, clip_pre, 32),
+            clip_expert("clip-tiny-b", "ViT-B-16-quickgelu", TINY_CLIP, clip_pre, 32),
+            siglip_expert("siglip-tiny-a", TINY_SIGLIP, siglip_pre, 48),
+            siglip_expert("siglip-tiny-b", TINY_SIGLIP, siglip_pre, 48),
+        ),
+        threshold=0.5,
+        version=version,
+    )
+
+
+PRESETS = {"paper": paper, "tiny": tiny}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Source me. Builds (once) and activates the project's Python environment.
+#
+# Third-party dependencies live in a venv cached outside the clone, keyed by a hash of the
+# dependency spec in pyproject.toml, so CI and later sessions reuse the multi-GB torch install.
+# The project itself goes into a small per-clone venv (.venv) that sees the cached one through a
+# .pth file: an editable install never rewrites the shared cache to point at some other clone.
+set -euo pipefail
+_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+_cache="${FEATDISTILL_CACHE:-$HOME/.cache/featdistill}"
+_python="${PYTHON:-python3}"
+_extras="worker,train,dev"
+
+_spec_hash="$("$_python" - "$_repo/pyproject.toml" "$_extras" <<'PY'
+import hashlib, json, sys, tomllib, platform
+p = tomllib.load(open(sys.argv[1], "rb"))["project"]
+extras = sys.argv[2].split(",")
+spec = {"deps": p["dependencies"], "extras": {e: p["optional-dependencies"][e] for e in extras},
+        "python": platform.python_version()}
+print(hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16])
+PY
+)"
+_deps_venv="$_cache/venv-$_spec_hash"
+
+mkdir -p "$_cache"
+# One builder at a time: a second shell (a test run beside a demo) waits instead of racing.
+exec 9>"$_cache/.lock-$_spec_hash"
+flock 9
+if [ ! -f "$_deps_venv/.complete" ]; then
+    echo "featdistill: building dependency venv $_deps_venv (first run only; torch is large)" >&2
+    rm -rf "$_deps_venv"
+    mkdir -p "$_cache"
+    "$_python" -m venv "$_deps_venv"
+    "$_deps_venv/bin/pip" install -q --upgrade pip
+    # Install the dependencies only (not the project) from the spec.
+    "$_deps_venv/bin/python" - "$_repo/pyproject.toml" "$_extras" > "$_cache/req-$_spec_hash.txt" <<'PY'
+import sys, tomllib
+p = tomllib.load(open(sys.argv[1], "rb"))["project"]
+reqs = list(p["dependencies"])
+for e in sys.argv[2].split(","):
+    reqs += p["optional-dependencies"][e]
+print("\n".join(reqs))
+PY
+    "$_deps_venv/bin/pip" install -q -r "$_cache/req-$_spec_hash.txt"
+    touch "$_deps_venv/.complete"
+fi
+
+_local="$_repo/.venv"
+_site_deps="$("$_deps_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+if [ ! -f "$_local/.deps" ] || [ "$(cat "$_local/.deps")" != "$_deps_venv" ] || [ ! -x "$_local/bin/featdistill" ]; then
+    rm -rf "$_local"
+    "$_python" -m venv "$_local"
+    _site_local="$("$_local/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    echo "$_site_deps" > "$_site_local/_featdistill_deps.pth"
+    "$_local/bin/python" -m pip install -q --no-deps -e "$_repo"
+    echo "$_deps_venv" > "$_local/.deps"
+fi
+flock -u 9
+exec 9>&-
+export PATH="$_local/bin:$_deps_venv/bin:$PATH"
+export VIRTUAL_ENV="$_local"
+set +euo pipefail
