@@ -61,8 +61,10 @@ terminate() {  # pidfile pattern timeout name
 }
 
 fail_with_log() {  # logfile message
-    log "$2; last lines of $1:"
-    tail -n 40 "$1" >&2 2>/dev/null || true
+    log "$2; errors and last lines of $1:"
+    # Kafka dumps its whole config (tab-indented) at start; the cause is in the ERROR lines.
+    grep -E ' (ERROR|FATAL) |^Caused by' "$1" 2>/dev/null | head -n 12 >&2 || true
+    grep -v -P '^\t' "$1" 2>/dev/null | tail -n 25 >&2 || true
     exit 1
 }
 
@@ -155,9 +157,16 @@ EOF
 start_kafka() {
     if kafka_healthy; then log "kafka already running on 127.0.0.1:$KAFKA_PORT"; return 0; fi
     terminate "$KAFKA_RUN/kafka.pid" kafka.Kafka 30 kafka  # half-started leftover, if any
-    port_open "$KAFKA_PORT" && die "port $KAFKA_PORT is taken by a process we did not start"
+    local port
+    for port in "$KAFKA_PORT" "$CONTROLLER_PORT"; do
+        port_open "$port" && die "port $port is taken by a process we did not start"
+    done
     install_kafka
     mkdir -p "$KAFKA_RUN"
+    # Data left by a crash (not by 'stop --keep-data') is dropped: every start is a fresh
+    # cluster, and a reused one makes the broker wait out its old registration (~10 s).
+    [ -f "$KAFKA_RUN/keep-data" ] || rm -rf "$KAFKA_RUN/data"
+    rm -f "$KAFKA_RUN/keep-data"
     write_kafka_config
     local java=(java -Xmx512m -Xms256m -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true
         -Dorg.slf4j.simpleLogger.showDateTime=true
@@ -178,12 +187,13 @@ start_kafka() {
     # let the daemon inherit (and hold) our lock descriptors.
     setsid bash -c 'echo $$ >"$0"; exec "$@"' "$KAFKA_RUN/kafka.pid" "${java[@]}" kafka.Kafka \
         "$KAFKA_RUN/server.properties" </dev/null >"$KAFKA_RUN/kafka.log" 2>&1 8>&- 9>&- &
-    local i
-    for ((i = 0; i < START_TIMEOUT * 2; i++)); do
-        kafka_healthy && { log "kafka up after $((i / 2))s"; return 0; }
-        [ "$i" -gt 4 ] && ! live_pid "$KAFKA_RUN/kafka.pid" kafka.Kafka >/dev/null &&
-            fail_with_log "$KAFKA_RUN/kafka.log" "kafka exited during startup"
+    local t0=$SECONDS
+    while [ $((SECONDS - t0)) -lt "$START_TIMEOUT" ]; do
         sleep 0.5
+        kafka_healthy && { log "kafka up after $((SECONDS - t0))s"; return 0; }
+        # (the pid file is written by the child; give it a moment before trusting its absence)
+        [ $((SECONDS - t0)) -ge 2 ] && ! live_pid "$KAFKA_RUN/kafka.pid" kafka.Kafka >/dev/null &&
+            fail_with_log "$KAFKA_RUN/kafka.log" "kafka exited during startup"
     done
     fail_with_log "$KAFKA_RUN/kafka.log" "kafka not healthy after ${START_TIMEOUT}s"
 }
@@ -191,7 +201,11 @@ start_kafka() {
 stop_kafka() {  # [--keep-data]
     terminate "$KAFKA_RUN/kafka.pid" kafka.Kafka 30 kafka
     # A fresh cluster per start: no topics or offsets left over from the last run.
-    [ "${1:-}" = --keep-data ] || rm -rf "$KAFKA_RUN/data"
+    case "${1:-}" in
+        --keep-data) [ ! -d "$KAFKA_RUN/data" ] || touch "$KAFKA_RUN/keep-data" ;;
+        "") rm -rf "$KAFKA_RUN/data" ;;
+        *) die "stop: unknown option $1" ;;
+    esac
 }
 
 # ---------------------------------------------------------------- redis
@@ -216,8 +230,8 @@ EOF
     log "starting redis on 127.0.0.1:$REDIS_PORT"
     redis-server "$REDIS_RUN/redis.conf" </dev/null 8>&- 9>&- ||
         fail_with_log "$REDIS_RUN/redis.log" "redis-server failed to start"
-    local i
-    for ((i = 0; i < START_TIMEOUT * 5; i++)); do
+    local t0=$SECONDS
+    while [ $((SECONDS - t0)) -lt "$START_TIMEOUT" ]; do
         redis_ping && return 0
         sleep 0.2
     done

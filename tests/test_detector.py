@@ -1,0 +1,122 @@
+"""The ensemble: the mean rule, labels, batching invariance, both backends, local weights only."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from detector import presets
+from detector.backbones import WeightsNotFoundError, build_backbone
+from detector.expert import Expert
+from detector.service import AI_GENERATED, REAL, UNCERTAIN, Detector, label_for
+from detector.spec import BackboneSpec, EnsembleSpec, SpecError
+
+from conftest import make_image
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_bundle):
+    return Detector.load(tiny_bundle, batch_size=2)
+
+
+def test_verdict_is_the_mean_of_expert_probabilities(detector):
+    scores = detector.predict([make_image(seed=i, width=30 + i * 7) for i in range(5)])
+    assert len(scores) == 5
+    for s in scores:
+        assert set(s.experts) == {e.spec.name for e in detector.experts}
+        assert s.score == pytest.approx(sum(s.experts.values()) / 4, abs=1e-6)
+        assert s.spread == pytest.approx(max(s.experts.values()) - min(s.experts.values()), abs=1e-6)
+        assert s.label == (AI_GENERATED if s.score >= detector.threshold else REAL)
+        assert s.model_version == "tiny-test"
+
+
+def test_expert_probability_is_softmax_of_its_head(detector):
+    image = make_image(seed=3)
+    score = detector.predict([image])[0]
+    for expert in detector.experts:
+        from detector.preprocess import to_batch
+
+        with torch.inference_mode():
+            logits, _ = expert(to_batch([image], expert.spec.preprocess))
+        assert score.experts[expert.spec.name] == pytest.approx(
+            torch.softmax(logits, -1)[0, 1].item(), abs=1e-6)
+
+
+def test_batch_size_and_order_do_not_change_scores(tiny_bundle):
+    images = [make_image(seed=i) for i in range(7)]
+    one = Detector.load(tiny_bundle, batch_size=1).predict(images)
+    many = Detector.load(tiny_bundle, batch_size=16).predict(images)
+    rev = Detector.load(tiny_bundle, batch_size=3).predict(images[::-1])[::-1]
+    for a, b, c in zip(one, many, rev):
+        assert a.score == pytest.approx(b.score, abs=1e-5) == pytest.approx(c.score, abs=1e-5)
+    assert Detector.load(tiny_bundle).predict([]) == []
+
+
+def test_label_rule():
+    assert label_for(0.7, 0.5) == AI_GENERATED
+    assert label_for(0.5, 0.5) == AI_GENERATED
+    assert label_for(0.49, 0.5) == REAL
+    assert label_for(0.9, 0.5, spread=0.6, max_spread=0.5) == UNCERTAIN
+    assert label_for(0.9, 0.5, spread=0.4, max_spread=0.5) == AI_GENERATED
+
+
+def test_detector_reports_parameter_bytes(detector):
+    expected = sum(p.numel() * 4 for e in detector.experts for p in e.parameters())
+    assert detector.param_bytes() >= expected > 0
+    assert detector.peak_memory_bytes() is None  # CPU
+
+
+def test_open_clip_siglip_config_through_timm():
+    """open_clip's SigLIP configs use a timm trunk with attention pooling; a tiny one must work."""
+    spec = BackboneSpec("open_clip", "ViT-SO400M-14-SigLIP-384", {
+        "embed_dim": 192,
+        "vision_cfg": {"image_size": 224, "timm_model_name": "vit_tiny_patch16_224"},
+    })
+    backbone = build_backbone(spec).eval()
+    pixels = torch.randn(2, 3, 224, 224)
+    feature, tokens = backbone(pixels, "embed", blocks=[0, 11])
+    assert feature.shape == (2, 192)
+    assert [t.shape for t in tokens] == [(2, 196, 192), (2, 196, 192)]
+    assert torch.allclose(backbone(pixels, "embed")[0], feature, atol=1e-5)
+
+
+@pytest.mark.parametrize("expert_index", [0, 2])
+def test_token_features_come_from_the_same_pass(expert_index):
+    spec = presets.tiny().experts[expert_index]
+    expert = Expert.build(spec).eval()
+    pixels = torch.randn(2, 3, spec.preprocess.size, spec.preprocess.size)
+    logits_plain, _ = expert(pixels)
+    logits, tokens = expert(pixels, blocks=[0, 1])
+    assert torch.allclose(logits, logits_plain, atol=1e-5)
+    patches = (spec.preprocess.size // 8) ** 2
+    assert [t.shape[1] for t in tokens] == [patches, patches]
+
+
+def test_head_must_fit_the_feature():
+    spec = presets.tiny().experts[0]
+    bad = type(spec)(spec.name, spec.backbone, spec.feature, spec.preprocess,
+                     type(spec.head)(in_dim=999))
+    with pytest.raises(SpecError, match="head expects 999 inputs"):
+        Expert.build(bad)
+    with pytest.raises(SpecError, match="offers features"):
+        Expert.build(type(spec)(spec.name, spec.backbone, "pooled", spec.preprocess, spec.head))
+
+
+def test_ensemble_spec_validation():
+    spec = presets.tiny().experts[0]
+    with pytest.raises(SpecError):
+        EnsembleSpec(experts=())
+    with pytest.raises(SpecError, match="unique"):
+        EnsembleSpec(experts=(spec, spec))
+    with pytest.raises(SpecError, match="threshold"):
+        EnsembleSpec(experts=(spec,), threshold=1.5)
+
+
+def test_missing_pretrained_weights_name_the_path_and_spec(tmp_path):
+    spec = presets.tiny().experts[0].backbone
+    missing = tmp_path / "nope" / "ViT-L-14.safetensors"
+    with pytest.raises(WeightsNotFoundError) as err:
+        build_backbone(spec, missing)
+    assert str(missing) in str(err.value) and "open_clip:ViT-B-16-quickgelu" in str(err.value)
+    siglip = presets.tiny().experts[2].backbone
+    with pytest.raises(WeightsNotFoundError, match="transformers:SiglipVisionModel"):
+        build_backbone(siglip, tmp_path / "no-such-dir")
