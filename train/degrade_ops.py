@@ -1,11 +1,11 @@
-"""The degradation operations themselves: small functions `(img, value, rng) -> img`.
+"""The photometric degradations of the basic and extended sets: `(img, value, rng) -> img`.
 
 Every function takes a PIL RGB image, one level value and a `numpy.random.Generator` (the only
 source of randomness, so a seed reproduces the output), and returns a new RGB image of the same
 size. Pixel work is float32 in [0, 1] and is clipped and rounded back to uint8 at the end. Which
-level values exist, how ops are grouped and sampled lives in `train.degrade`; here are only the
-pixels. The basic set follows the KADID-10k / ARNIQA formulations that its level values come from,
-reimplemented with numpy and PIL (no scipy, no torch).
+level values exist, how ops are grouped and sampled, and the geometric ops and re-encoding chains
+(view changes and compositions of these) live in `train.degrade`. The basic set follows the
+KADID-10k / ARNIQA formulations its level values come from, reimplemented with numpy and PIL.
 """
 from __future__ import annotations
 
@@ -98,7 +98,8 @@ def _random_direction(rng: Rng, length: float) -> tuple[int, int]:
 
 
 def _natural_spline(xk: np.ndarray, yk: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Natural cubic spline through the knots, evaluated at x (a 5-knot tone curve needs no scipy)."""
+    """Natural cubic spline through the knots, evaluated at x (KADID uses MATLAB's not-a-knot
+    spline; for these tone curves the two differ only slightly near 0 and 1)."""
     n = len(xk)
     hk = np.diff(xk)
     a = np.zeros((n, n))
@@ -342,7 +343,8 @@ def digital_glitch(img: Image.Image, amount: float, rng: Rng) -> Image.Image:
     while covered < amount * h:
         band = int(rng.integers(max(1, h // 60), max(2, h // 12)))
         y0 = int(rng.integers(0, h - band + 1))
-        arr[y0 : y0 + band] = np.roll(arr[y0 : y0 + band], int(rng.integers(-w // 8, w // 8 + 1)), 1)
+        shift = int(rng.integers(-w // 8, w // 8 + 1))
+        arr[y0 : y0 + band] = np.roll(arr[y0 : y0 + band], shift, axis=1)
         if rng.random() < 0.4:
             arr[y0 : y0 + band] = arr[y0 : y0 + band][..., rng.permutation(3)]
         covered += band
@@ -378,7 +380,8 @@ def night_vision(img: Image.Image, amount: float, rng: Rng) -> Image.Image:
     gain = np.clip(_luma(arr) * 1.8 + 0.05, 0, 1)
     gain = gain + rng.standard_normal((h, w), np.float32) * np.float32(0.06)
     r2 = ((np.arange(h)[:, None] / h - 0.5) ** 2 + (np.arange(w)[None, :] / w - 0.5) ** 2) * 2
-    nv = (gain * (1 - 0.7 * r2).astype(np.float32))[..., None] * np.array([0.15, 1.0, 0.2], np.float32)
+    vignette = (1 - 0.7 * r2).astype(np.float32)
+    nv = (gain * vignette)[..., None] * np.array([0.15, 1.0, 0.2], np.float32)
     return to_image((1 - amount) * arr + amount * nv)
 
 
@@ -388,54 +391,3 @@ def ghosting(img: Image.Image, value: tuple[int, float], rng: Rng) -> Image.Imag
     arr = to_float(img)
     dy, dx = _random_direction(rng, offset)
     return to_image((1 - intensity) * arr + intensity * _shift(arr, dy, dx))
-
-
-# ----------------------------------------------------------------------------- geometry
-def crop_shift(img: Image.Image, fraction: float, rng: Rng) -> Image.Image:
-    """The view moves by `fraction` of the size in a random direction; reflect padding."""
-    arr = np.asarray(img)
-    h, w = arr.shape[:2]
-    angle = rng.uniform(0, 2 * np.pi)
-    dy, dx = int(round(fraction * h * np.sin(angle))), int(round(fraction * w * np.cos(angle)))
-    pad = np.pad(arr, ((abs(dy), abs(dy)), (abs(dx), abs(dx)), (0, 0)), mode="reflect")
-    return Image.fromarray(pad[abs(dy) + dy : abs(dy) + dy + h, abs(dx) + dx : abs(dx) + dx + w])
-
-
-def crop_scale(img: Image.Image, factor: float, rng: Rng) -> Image.Image:
-    """Zoom about the centre by `factor` (> 1) or, with p = 0.5, by 1/`factor`; zooming out is
-    filled by reflect padding. The level is the magnitude: 1.25 covers both 1.25x and 0.8x."""
-    w, h = img.size
-    if rng.random() < 0.5:
-        cw, ch = w / factor, h / factor
-        box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
-        return img.resize((w, h), Image.Resampling.BICUBIC, box=box)
-    sw, sh = max(1, round(w / factor)), max(1, round(h / factor))
-    small = np.asarray(img.resize((sw, sh), Image.Resampling.BICUBIC))
-    top, left = (h - sh) // 2, (w - sw) // 2
-    pad = ((top, h - sh - top), (left, w - sw - left), (0, 0))
-    return Image.fromarray(np.pad(small, pad, mode="reflect"))
-
-
-# ----------------------------------------------------------------------------- re-encoding chains
-def _downscale(img: Image.Image, scale: float) -> tuple[Image.Image, tuple[int, int]]:
-    """The image shrunk by `scale`, and the size to return to."""
-    w, h = img.size
-    small = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BICUBIC)
-    return small, (w, h)
-
-
-def resize_then_jpeg(img: Image.Image, value: tuple[float, int], rng: Rng) -> Image.Image:
-    """Downscale by value[0], JPEG at quality value[1], then back to the input size."""
-    small, size = _downscale(img, value[0])
-    return _jpeg(small, value[1]).resize(size, Image.Resampling.BICUBIC)
-
-
-def jpeg_then_resize(img: Image.Image, value: tuple[float, int], rng: Rng) -> Image.Image:
-    """JPEG at quality value[1], downscale by value[0], then back to the input size."""
-    small, size = _downscale(_jpeg(img, value[1]), value[0])
-    return small.resize(size, Image.Resampling.BICUBIC)
-
-
-def blur_then_jpeg(img: Image.Image, value: tuple[float, int], rng: Rng) -> Image.Image:
-    """Gaussian blur of std value[0] px, then JPEG at quality value[1]."""
-    return _jpeg(img.filter(ImageFilter.GaussianBlur(radius=value[0])), value[1])

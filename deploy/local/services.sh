@@ -35,9 +35,7 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # Pid from a pid file, only if that process is alive and really is what we started
 # (pids get recycled; never signal a stranger).
 live_pid() {  # pidfile cmdline-pattern
-    local pid
-    [ -s "$1" ] || return 1
-    pid="$(cat "$1")"
+    local pid; [ -s "$1" ] || return 1; pid="$(cat "$1")"
     [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$2" || return 1
     echo "$pid"
 }
@@ -53,9 +51,7 @@ terminate() {  # pidfile pattern timeout name
         sleep 0.2
     done
     if kill -0 "$pid" 2>/dev/null; then
-        log "$4 did not exit after ${3}s; SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        sleep 0.5
+        log "$4 did not exit after ${3}s; SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; sleep 0.5
     fi
     rm -f "$1"
 }
@@ -71,12 +67,10 @@ fail_with_log() {  # logfile message
 # ---------------------------------------------------------------- install
 install_kafka() {
     [ -f "$KAFKA_HOME/.complete" ] && return 0
-    command -v java >/dev/null || die "java (17+) not found"
-    command -v mvn >/dev/null || die "mvn not found"
+    { command -v java && command -v mvn; } >/dev/null || die "needs java (17+) and mvn"
     mkdir -p "$KAFKA_HOME"
     # One installer at a time; a concurrent caller waits, then finds the marker.
-    exec 8>"$KAFKA_HOME/.lock"
-    flock 8
+    exec 8>"$KAFKA_HOME/.lock" && flock 8
     if [ ! -f "$KAFKA_HOME/.complete" ]; then
         log "fetching kafka_2.13 $KAFKA_VERSION jars with Maven (first run only)"
         rm -rf "$KAFKA_LIBS"
@@ -95,8 +89,7 @@ install_kafka() {
   </dependencies>
 </project>
 EOF
-        local mvn=(mvn -B -f "$KAFKA_HOME/pom.xml")  # output to mvn.log, shown on failure
-        local plugin=org.apache.maven.plugins:maven-dependency-plugin:3.6.1
+        local mvn=(mvn -B -f "$KAFKA_HOME/pom.xml") plugin=org.apache.maven.plugins:maven-dependency-plugin:3.6.1
         "${mvn[@]}" "$plugin:copy-dependencies" -DincludeScope=runtime \
             -DoutputDirectory="$KAFKA_LIBS" </dev/null >"$KAFKA_HOME/mvn.log" 2>&1 ||
             fail_with_log "$KAFKA_HOME/mvn.log" "maven could not fetch kafka $KAFKA_VERSION"
@@ -110,15 +103,14 @@ EOF
             -DoutputDirectory="$KAFKA_LIBS" </dev/null >>"$KAFKA_HOME/mvn.log" 2>&1 ||
             fail_with_log "$KAFKA_HOME/mvn.log" "maven could not fetch slf4j-simple $slf4j_version"
         touch "$KAFKA_HOME/.complete"
-        log "kafka $KAFKA_VERSION: $(ls "$KAFKA_LIBS" | wc -l) jars in $KAFKA_LIBS"
+        log "kafka $KAFKA_VERSION: $(find "$KAFKA_LIBS" -name '*.jar' | wc -l) jars in $KAFKA_LIBS"
     fi
     exec 8>&-
 }
 
 install_redis() {
     command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return 0
-    local sudo=()
-    [ "$(id -u)" = 0 ] || sudo=(sudo -n)
+    local sudo=(); [ "$(id -u)" = 0 ] || sudo=(sudo -n)
     log "installing redis-server with apt-get"
     "${sudo[@]}" apt-get update -q </dev/null >&2
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q redis-server </dev/null >&2
@@ -175,8 +167,7 @@ start_kafka() {
     if [ ! -f "$KAFKA_RUN/data/meta.properties" ]; then
         # With static controller.quorum.voters the format takes no --standalone
         # (that flag is for the dynamic controller.quorum.bootstrap.servers setup).
-        local cluster_id
-        cluster_id="$("${java[@]}" kafka.tools.StorageTool random-uuid </dev/null 2>/dev/null | tail -n 1)"
+        local cluster_id; cluster_id="$("${java[@]}" kafka.tools.StorageTool random-uuid </dev/null 2>/dev/null | tail -n 1)"
         "${java[@]}" kafka.tools.StorageTool format -t "$cluster_id" \
             -c "$KAFKA_RUN/server.properties" </dev/null >"$KAFKA_RUN/format.log" 2>&1 ||
             fail_with_log "$KAFKA_RUN/format.log" "kafka storage format failed"
@@ -185,6 +176,7 @@ start_kafka() {
     # setsid: survive the caller's Ctrl-C / process-group kill. The inner shell writes its
     # own pid then execs java, so the pid file is right however setsid forks. 8/9>&-: never
     # let the daemon inherit (and hold) our lock descriptors.
+    # shellcheck disable=SC2016  # $$ and $@ belong to the inner shell
     setsid bash -c 'echo $$ >"$0"; exec "$@"' "$KAFKA_RUN/kafka.pid" "${java[@]}" kafka.Kafka \
         "$KAFKA_RUN/server.properties" </dev/null >"$KAFKA_RUN/kafka.log" 2>&1 8>&- 9>&- &
     local t0=$SECONDS
@@ -201,11 +193,9 @@ start_kafka() {
 stop_kafka() {  # [--keep-data]
     terminate "$KAFKA_RUN/kafka.pid" kafka.Kafka 30 kafka
     # A fresh cluster per start: no topics or offsets left over from the last run.
-    case "${1:-}" in
-        --keep-data) [ ! -d "$KAFKA_RUN/data" ] || touch "$KAFKA_RUN/keep-data" ;;
-        "") rm -rf "$KAFKA_RUN/data" ;;
-        *) die "stop: unknown option $1" ;;
-    esac
+    if [ "${1:-}" = --keep-data ]; then
+        [ ! -d "$KAFKA_RUN/data" ] || touch "$KAFKA_RUN/keep-data"
+    else rm -rf "$KAFKA_RUN/data"; fi
 }
 
 # ---------------------------------------------------------------- redis
@@ -214,6 +204,8 @@ redis_ping() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" =
 start_redis() {
     install_redis
     if redis_ping; then log "redis already running on 127.0.0.1:$REDIS_PORT"; return 0; fi
+    # A daemonizing redis-server exits 0 even when the port is taken: check first.
+    port_open "$REDIS_PORT" && die "port $REDIS_PORT is taken by something that is not redis"
     mkdir -p "$REDIS_RUN"
     # Our own config and daemon, not Debian's system service; a cache needs no persistence.
     cat >"$REDIS_RUN/redis.conf" <<EOF
@@ -242,15 +234,14 @@ stop_redis() { terminate "$REDIS_RUN/redis.pid" redis-server 15 redis; }
 
 # ---------------------------------------------------------------- commands
 print_env() {
-    echo "export FEATDISTILL_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT"
-    echo "export FEATDISTILL_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
+    printf 'export FEATDISTILL_KAFKA_BOOTSTRAP=127.0.0.1:%s\nexport FEATDISTILL_REDIS_URL=redis://127.0.0.1:%s/0\n' \
+        "$KAFKA_PORT" "$REDIS_PORT"
 }
 
 status() {
     local rc=0
-    if kafka_healthy; then echo "kafka: running (pid $(cat "$KAFKA_RUN/kafka.pid"), 127.0.0.1:$KAFKA_PORT)"
-    else echo "kafka: stopped"; rc=1; fi
-    if command -v redis-cli >/dev/null && redis_ping; then echo "redis: running (127.0.0.1:$REDIS_PORT)"
+    if kafka_healthy; then echo "kafka: running on 127.0.0.1:$KAFKA_PORT"; else echo "kafka: stopped"; rc=1; fi
+    if command -v redis-cli >/dev/null && redis_ping; then echo "redis: running on 127.0.0.1:$REDIS_PORT"
     else echo "redis: stopped"; rc=1; fi
     return "$rc"
 }
@@ -262,7 +253,9 @@ cmd="${1:-}"; shift || true
 case "$cmd" in
     install) install_kafka; install_redis ;;
     start) lock_services; install_kafka; install_redis; start_kafka; start_redis ;;
-    stop) lock_services; stop_kafka "${1:-}"; stop_redis ;;
+    stop)
+        [ -z "${1:-}" ] || [ "$1" = --keep-data ] || die "stop: unknown option $1"
+        lock_services; stop_kafka "${1:-}"; stop_redis ;;
     start-redis) lock_services; start_redis ;;
     stop-redis) lock_services; stop_redis ;;
     status) status ;;
