@@ -18,8 +18,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for ep in sorted(entry_points(group="featdistill.commands"), key=lambda e: e.name):
-        ep.load()(sub)
+        try:
+            register = ep.load()
+        except (ImportError, AttributeError) as exc:
+            # A part whose optional dependencies are missing still shows up, and says why.
+            _unavailable(sub, ep.name, exc)
+            continue
+        register(sub)
     return parser
+
+
+def _unavailable(sub, name: str, exc: Exception) -> None:
+    def fail(args):
+        raise CliError(f"this command is unavailable here ({type(exc).__name__}: {exc})")
+
+    p = sub.add_parser(name, help=f"(unavailable: {exc})", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=fail)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,14 +46,16 @@ PY
 fi
 
 _local="$_repo/.venv"
+# Re-install the project when pyproject.toml changes (entry points, packages), not only the deps.
+_local_key="$_deps_venv $(sha256sum "$_repo/pyproject.toml" | cut -c1-16)"
 _site_deps="$("$_deps_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-if [ ! -f "$_local/.deps" ] || [ "$(cat "$_local/.deps")" != "$_deps_venv" ] || [ ! -x "$_local/bin/featdistill" ]; then
+if [ ! -f "$_local/.deps" ] || [ "$(cat "$_local/.deps")" != "$_local_key" ] || [ ! -x "$_local/bin/featdistill" ]; then
     rm -rf "$_local"
     "$_python" -m venv "$_local"
     _site_local="$("$_local/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
     echo "$_site_deps" > "$_site_local/_featdistill_deps.pth"
     "$_local/bin/python" -m pip install -q --no-deps -e "$_repo"
-    echo "$_deps_venv" > "$_local/.deps"
+    echo "$_local_key" > "$_local/.deps"
 fi
 flock -u 9
 exec 9>&-

@@ -1,0 +1,182 @@
+"""Helpers for tests against the real Kafka and Redis started by deploy/local/services.sh.
+
+Under CI the services must be there: a missing one fails the test instead of skipping it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICES = ROOT / "deploy" / "local" / "services.sh"
+
+
+def require_services() -> tuple[str, str]:
+    bootstrap = os.environ.get("FEATDISTILL_KAFKA_BOOTSTRAP")
+    redis_url = os.environ.get("FEATDISTILL_REDIS_URL")
+    if bootstrap and redis_url:
+        return bootstrap, redis_url
+    message = ("Kafka/Redis not configured: run the suite through scripts/test.sh, which starts "
+               "them with deploy/local/services.sh and exports FEATDISTILL_KAFKA_BOOTSTRAP and "
+               "FEATDISTILL_REDIS_URL")
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def unique(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        admin.close()
+
+
+def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    for key, value in messages:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float = 60.0) -> list[dict]:
+    """Every JSON message on the topic, waiting until at least `expect` have arrived."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, group_id=None, consumer_timeout_ms=1000)
+    out: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:  # read what is there (until a second of silence), then wait for more
+            for message in consumer:
+                out.append(json.loads(message.value))
+            if len(out) >= expect or time.monotonic() >= deadline:
+                break
+    finally:
+        consumer.close()
+    return out
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        return {p: consumer.committed(TopicPartition(topic, p)) or 0 for p in range(partitions)}
+    finally:
+        consumer.close()
+
+
+def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        return {tp.partition: o for tp, o in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
+
+
+class WorkerProcess:
+    """`featdistill worker` as a real subprocess, configured through the environment."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "detector.cli", "worker"],
+            env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+        self.metrics_port = int(env["FEATDISTILL_METRICS_PORT"])
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def metric(self, name: str) -> float:
+        for line in self.metrics().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def handled(self) -> float:
+        text = self.metrics()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("featdistill_messages_total{"))
+
+    def wait_handled(self, count: int, timeout_s: float = 60.0) -> None:
+        """Wait until the worker has produced `count` results (read from its metrics, fast)."""
+        deadline = time.monotonic() + timeout_s
+        while self.handled() < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fewer than {count} handled:\n{self.log()}")
+            time.sleep(0.02)
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(
+                        f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"worker not ready in {timeout_s}s:\n{self.log()}")
+
+    def terminate(self, timeout_s: float = 60.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout_s)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(30)
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+        self._log.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_redis() -> None:
+    subprocess.run(["bash", str(SERVICES), "stop-redis"], check=True, capture_output=True)
+
+
+def start_redis() -> None:
+    subprocess.run(["bash", str(SERVICES), "start-redis"], check=True, capture_output=True)

@@ -1,0 +1,167 @@
+"""The pipeline against in-memory fakes: outcomes, cache, batching, commits, crash safety."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from detector.batcher import BatchPolicy
+from detector.service import Detector
+from worker.metrics import Metrics
+from worker.pipeline import Pipeline, PipelineConfig
+from worker.ports import MemoryCache, MemoryFetcher, MemorySink, MemorySource
+
+from conftest import image_bytes, make_image
+
+CFG = PipelineConfig("refs", "verdicts", "dead", "w1", batch=BatchPolicy(4, 0.0), poll_max_records=50)
+
+
+class FetchFailure(Exception):
+    def __init__(self, kind, attempts=1):
+        super().__init__(kind)
+        self.kind, self.attempts = kind, attempts
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_bundle):
+    return Detector.load(tiny_bundle)
+
+
+def ref(i, uri=None):
+    return json.dumps({"id": f"m{i}", "uri": uri or f"mem://img{i}"}).encode()
+
+
+def build(detector, partitions=1, blobs=None, errors=None, cfg=CFG):
+    source = MemorySource("refs", partitions)
+    blobs = blobs if blobs is not None else {
+        f"mem://img{i}": image_bytes(make_image(40, 30, seed=i)) for i in range(20)}
+    fetcher = MemoryFetcher(blobs, errors)
+    sink, cache = MemorySink(), MemoryCache()
+    p = Pipeline(cfg, source, fetcher, cache, sink, detector, Metrics())
+    return p, source, sink, cache
+
+
+def run_until_idle(p, steps=10):
+    for _ in range(steps):
+        p.step()
+    p.drain()
+
+
+def outcomes(sink):
+    verdicts = {json.loads(m.value)["id"]: json.loads(m.value) for m in sink.on("verdicts")}
+    dead = [json.loads(m.value) for m in sink.on("dead")]
+    return verdicts, dead
+
+
+def test_every_message_gets_exactly_one_result_and_offsets_commit(detector):
+    p, source, sink, cache = build(detector, errors={"mem://gone": FetchFailure("not_found")})
+    for i in range(10):
+        source.append(ref(i), key=f"m{i}".encode())
+    source.append(b"{not json")
+    source.append(ref(99, "mem://gone"))
+    source.append(json.dumps({"id": "x"}).encode())  # no uri
+    source.append(ref(98, "mem://img0") .replace(b"m98", b"m98"))  # a duplicate image
+    run_until_idle(p)
+    verdicts, dead = outcomes(sink)
+    assert set(verdicts) == {f"m{i}" for i in range(10)} | {"m98"}
+    assert sorted(d["error_kind"] for d in dead) == ["fetch_not_found", "invalid_message", "not_json"]
+    assert source.committed == {("refs", 0): 14}
+    v = verdicts["m3"]
+    assert v["label"] in ("ai_generated", "real") and len(v["experts"]) == 4
+    assert v["model_version"] == "tiny-test" and len(v["phash"]) == 16 and len(v["sha256"]) == 64
+    assert verdicts["m98"]["cached"] is True and verdicts["m98"]["score"] == verdicts["m0"]["score"]
+    broken = next(d for d in dead if d["error_kind"] == "not_json")
+    assert broken["original"]["value_text"] == "{not json" and broken["id"] is None
+
+
+def test_cache_hits_skip_inference_and_use_one_round_trip_per_poll(detector):
+    p, source, sink, cache = build(detector)
+    for i in range(4):
+        source.append(ref(i))
+    run_until_idle(p, 2)
+    trips = cache.round_trips
+    for i in range(4):
+        source.append(ref(100 + i, f"mem://img{i}"))
+    run_until_idle(p, 2)
+    verdicts, _ = outcomes(sink)
+    assert all(verdicts[f"m{100 + i}"]["cached"] for i in range(4))
+    assert cache.round_trips - trips == 1  # one MGET for the poll, nothing to write
+    assert p.metrics.value("featdistill_cache_hits_total") == 4
+
+
+def test_outage_of_the_cache_only_costs_speed(detector):
+    p, source, sink, cache = build(detector)
+    cache.down = True
+    for i in range(6):
+        source.append(ref(i))
+    run_until_idle(p)
+    verdicts, dead = outcomes(sink)
+    assert len(verdicts) == 6 and not dead and not any(v["cached"] for v in verdicts.values())
+
+
+def test_a_failed_publish_commits_nothing_and_replay_completes(detector):
+    p, source, sink, cache = build(detector)
+    for i in range(6):
+        source.append(ref(i))
+    sink.fail_next = 1
+    with pytest.raises(ConnectionError):
+        run_until_idle(p)
+    assert source.committed == {}
+    # The process restarts: a new pipeline reads from the last commit.
+    source.positions = {0: 0}
+    p2 = Pipeline(CFG, source, p.fetcher, cache, sink, p.detector, Metrics())
+    run_until_idle(p2)
+    verdicts, _ = outcomes(sink)
+    assert len(verdicts) == 6 and source.committed == {("refs", 0): 6}
+
+
+def test_inference_error_dead_letters_the_whole_batch(detector):
+    class Broken:
+        version, threshold, digest = "v", 0.5, "0" * 64
+
+        def predict(self, images):
+            raise RuntimeError("CUDA error: out of memory")
+
+    p, source, sink, cache = build(detector)
+    p.detector = Broken()
+    p.batcher._run_batch = p._infer
+    for i in range(3):
+        source.append(ref(i))
+    run_until_idle(p)
+    _, dead = outcomes(sink)
+    assert [d["error_kind"] for d in dead] == ["inference_error"] * 3
+    assert source.committed == {("refs", 0): 3}
+
+
+def test_uncertain_label_when_experts_disagree(detector):
+    cfg = PipelineConfig("refs", "verdicts", "dead", "w1", batch=BatchPolicy(4, 0.0),
+                         uncertain_spread=0.0)
+    p, source, sink, _ = build(detector, cfg=cfg)
+    source.append(ref(1))
+    run_until_idle(p)
+    verdicts, _ = outcomes(sink)
+    assert verdicts["m1"]["label"] == "uncertain"
+
+
+def test_commit_never_passes_a_message_waiting_in_a_batch(detector):
+    cfg = PipelineConfig("refs", "verdicts", "dead", "w1", batch=BatchPolicy(8, 60.0))
+    p, source, sink, _ = build(detector, cfg=cfg)
+    source.append(ref(0))
+    source.append(b"garbage")  # dead-lettered at once, but offset 0 still waits in the batch
+    p.step()
+    assert len(sink.on("dead")) == 1 and not sink.on("verdicts")
+    assert source.committed.get(("refs", 0), 0) == 0
+    p.drain()
+    assert source.committed == {("refs", 0): 2}
+
+
+def test_revocation_finishes_and_commits_in_flight_work(detector):
+    cfg = PipelineConfig("refs", "verdicts", "dead", "w1", batch=BatchPolicy(8, 60.0))
+    p, source, sink, _ = build(detector, partitions=2, cfg=cfg)
+    source.append(ref(0), partition=0)
+    source.append(ref(1), partition=1)
+    p.step()
+    assert not sink.on("verdicts")
+    p.on_revoke({("refs", 1)})
+    assert len(sink.on("verdicts")) == 2
+    assert source.committed == {("refs", 0): 1, ("refs", 1): 1}

@@ -1,0 +1,99 @@
+"""`featdistill worker`: the composition root. Reads settings once, builds the adapters, runs the
+pipeline until SIGTERM/SIGINT, then drains (finish the partial batch, publish, commit) and exits 0.
+
+If the drain overruns the grace period the process exits non-zero without committing further:
+the uncommitted messages are replayed by the next owner (at-least-once), never lost.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+import structlog
+
+from detector.cli import CliError
+from detector.service import Detector
+from worker.fetch import ImageFetcher
+from worker.kafka_io import KafkaReferenceSource, KafkaVerdictSink
+from worker.logs import configure_logging
+from worker.metrics import HealthServer, Metrics
+from worker.pipeline import Pipeline
+from worker.redis_cache import RedisVerdictCache
+from worker.settings import SettingsError, WorkerConfig, load_settings
+
+log = structlog.get_logger("featdistill.worker")
+DRAIN_OVERRUN_EXIT = 3
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "worker", help="run the streaming worker (settings from FEATDISTILL_* variables)",
+        description="Consume image references from Kafka, judge them, publish verdicts. "
+        "Every setting is an environment variable; see README.",
+    )
+    p.set_defaults(func=_run_from_environment)
+
+
+def _run_from_environment(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise CliError(str(exc)) from None
+    return run_worker(settings.configs())
+
+
+def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None) -> int:
+    configure_logging(cfg.log_format, cfg.log_level)
+    stop = stop or threading.Event()
+    _install_signal_handlers(stop)
+    structlog.contextvars.bind_contextvars(worker_id=cfg.pipeline.worker_id)
+    metrics = Metrics()
+    detector = Detector.load(cfg.bundle, device=cfg.device, dtype=cfg.dtype,
+                             batch_size=cfg.pipeline.batch.max_batch)
+    log.info("bundle_loaded", model_version=detector.version, digest=detector.digest[:16],
+             device=str(detector.device), param_bytes=detector.param_bytes())
+    source = KafkaReferenceSource.connect(cfg.kafka, cfg.pipeline.input_topic)
+    sink = KafkaVerdictSink.connect(cfg.kafka)
+    cache = RedisVerdictCache.from_url(cfg.redis_url, cfg.cache_ttl_s, metrics)
+    pipeline = Pipeline(cfg.pipeline, source, ImageFetcher(cfg.fetch), cache, sink, detector, metrics)
+    source.subscribe(pipeline.on_revoke)
+    health = HealthServer(metrics, pipeline.ready, cfg.metrics_port).start()
+    log.info("worker_started", input_topic=cfg.pipeline.input_topic, metrics_port=health.port)
+    try:
+        while not stop.is_set():
+            pipeline.step()
+        log.info("draining", grace_s=cfg.shutdown_grace_s)
+        watchdog = threading.Timer(cfg.shutdown_grace_s, _drain_overran)
+        watchdog.daemon = True
+        watchdog.start()
+        pipeline.drain()
+        watchdog.cancel()
+    finally:
+        source.close()
+        sink.close()
+        pipeline.close()
+        health.stop()
+    log.info("worker_stopped", messages=metrics.value("featdistill_messages_total", outcome="verdict")
+             + metrics.value("featdistill_messages_total", outcome="dead_letter"))
+    return 0
+
+
+def _drain_overran() -> None:
+    log.error("drain_overran_grace_period", note="exiting without committing further")
+    sys.stderr.flush()
+    os._exit(DRAIN_OVERRUN_EXIT)
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals only reach the main thread; embedded runs stop through the event
+
+    def handle(signum, frame):
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)

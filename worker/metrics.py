@@ -1,0 +1,106 @@
+"""Prometheus metrics and the worker's HTTP endpoints (/metrics, /healthz, /readyz).
+
+Each Metrics owns its registry (no module-level singletons), so tests and several workers in one
+process do not collide.
+"""
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+STAGES = ("fetch", "decode", "hash", "cache", "inference", "publish", "commit")
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.messages = Counter("featdistill_messages_total", "Messages handled, by outcome",
+                                ["outcome"], registry=r)
+        self.verdicts = Counter("featdistill_verdicts_total", "Verdicts published, by label",
+                                ["label"], registry=r)
+        self.cache_hits = Counter("featdistill_cache_hits_total", "Verdict cache hits", registry=r)
+        self.cache_misses = Counter("featdistill_cache_misses_total", "Verdict cache misses",
+                                    registry=r)
+        self.cache_errors = Counter("featdistill_cache_errors_total",
+                                    "Cache operations that failed (Redis unreachable)", registry=r)
+        self.cache_up = Gauge("featdistill_cache_up", "1 while the verdict cache answers", registry=r)
+        self.batch_size = Histogram("featdistill_batch_size", "Images per inference batch",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
+        self.stage_seconds = Histogram("featdistill_stage_seconds", "Time per stage",
+                                       ["stage"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.end_to_end = Histogram("featdistill_message_latency_seconds",
+                                    "From poll to published result", buckets=_LATENCY_BUCKETS,
+                                    registry=r)
+        self.dead_letters = Counter("featdistill_dead_letters_total", "Dead letters, by error kind",
+                                    ["kind"], registry=r)
+        self.lag = Gauge("featdistill_consumer_lag", "Messages behind the log end, per partition",
+                         ["topic", "partition"], registry=r)
+        self.assigned = Gauge("featdistill_assigned_partitions", "Partitions owned", registry=r)
+        self.cache_up.set(1)
+
+    def value(self, name: str, **labels: str) -> float:
+        """Read a sample back (tests, summaries)."""
+        v = self.registry.get_sample_value(name, labels or None)
+        return 0.0 if v is None else v
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class HealthServer:
+    """Serves /metrics, /healthz (the process is alive) and /readyz (ready() is true)."""
+
+    def __init__(self, metrics: Metrics, ready: Callable[[], bool], port: int,
+                 host: str = "0.0.0.0") -> None:
+        handler = _make_handler(metrics, ready)
+        self.server = ThreadingHTTPServer((host, port), handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, name="health", daemon=True)
+
+    def start(self) -> "HealthServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _make_handler(metrics: Metrics, ready: Callable[[], bool]):
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            path = self.path.split("?")[0]
+            if path == "/metrics":
+                self._send(200, metrics.render(), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                self._send(200, b"ok\n")
+            elif path == "/readyz":
+                ok = ready()
+                self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+            else:
+                self._send(404, b"not found\n")
+
+        def _send(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:  # probes every few seconds are not news
+            pass
+
+    return Handler

@@ -1,0 +1,289 @@
+"""The worker's loop: poll -> fetch/decode -> hash -> cache -> batch misses -> publish -> cache ->
+commit. It sees only the ports (worker.ports), so the same code runs against fakes and against
+Kafka and Redis.
+
+Delivery is at-least-once: an offset is committed only after every message below it has had its
+verdict or dead letter acknowledged by the broker. A crash before the commit replays those
+messages; the cache turns most replays into cheap hits.
+"""
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from PIL import Image
+
+from detector.batcher import BatchPolicy, Done, MicroBatcher
+from detector.images import ImageDecodeError, ImageLimits, decode_image
+from detector.service import Detector, label_for
+from worker.hashing import phash, sha256_hex
+from worker.messages import (
+    DeadLetter, ImageReference, MessageError, Verdict, now, original_of, parse_reference,
+)
+from worker.metrics import Metrics
+from worker.offsets import OffsetTracker
+from worker.ports import Fetcher, Outgoing, Record, ReferenceSource, TopicPartition, VerdictCache, VerdictSink
+
+log = structlog.get_logger("featdistill.pipeline")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    input_topic: str
+    verdict_topic: str
+    dead_letter_topic: str
+    worker_id: str
+    batch: BatchPolicy = BatchPolicy()
+    poll_timeout_s: float = 0.5
+    poll_max_records: int = 256
+    fetch_threads: int = 8
+    uncertain_spread: float | None = None  # label "uncertain" when experts disagree by more
+    image_limits: ImageLimits = ImageLimits()
+    cache_prefix: str = "featdistill"
+    lag_every_s: float = 5.0
+
+
+@dataclass
+class Job:
+    """One message on its way through the pipeline."""
+
+    record: Record
+    ref: ImageReference | None = None
+    started: float = field(default_factory=time.monotonic)
+    image: Image.Image | None = None
+    sha256: str = ""
+    phash: str = ""
+    cache_key: str = ""
+    attempts: int = 1
+    followers: list["Job"] = field(default_factory=list)  # same image, same batch: one inference
+
+    @property
+    def tp(self) -> TopicPartition:
+        return (self.record.topic, self.record.partition)
+
+
+class JobFailed(Exception):
+    def __init__(self, kind: str, message: str, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.kind, self.attempts = kind, attempts
+
+
+class Pipeline:
+    def __init__(
+        self, config: PipelineConfig, source: ReferenceSource, fetcher: Fetcher,
+        cache: VerdictCache, sink: VerdictSink, detector: Detector, metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.source, self.fetcher, self.cache, self.sink = source, fetcher, cache, sink
+        self.detector = detector
+        self.metrics = metrics or Metrics()
+        self.offsets = OffsetTracker()
+        self.batcher: MicroBatcher[Job, Any] = MicroBatcher(self._infer, config.batch)
+        self._pool = ThreadPoolExecutor(config.fetch_threads, thread_name_prefix="fetch")
+        self._pending_by_key: dict[str, Job] = {}
+        self._outbox: list[tuple[Job, Outgoing]] = []
+        self._fresh: dict[str, dict[str, Any]] = {}  # judged, not yet written to the cache
+        self._next_lag_at = 0.0
+        self._key_scope = f"{config.cache_prefix}:{detector.version}:{detector.digest[:12]}"
+
+    # -- the loop ----------------------------------------------------------------------------
+    def step(self) -> int:
+        """One poll and everything it makes ready. Returns the number of records polled."""
+        due = self.batcher.seconds_until_due()
+        timeout = self.config.poll_timeout_s if due is None else min(due, self.config.poll_timeout_s)
+        records = self.source.poll(timeout, self.config.poll_max_records)
+        jobs = [self._start(r) for r in records]
+        decoded = self._fetch_all([j for j in jobs if j is not None])
+        self._route(decoded)
+        self._finish_batches(self.batcher.poll())
+        self._complete()
+        self._report_lag()
+        return len(records)
+
+    def drain(self) -> None:
+        """Finish everything in flight: run the partial batch, publish, write cache, commit."""
+        self._finish_batches(self.batcher.flush())
+        self._complete()
+
+    def on_revoke(self, partitions: set[TopicPartition]) -> None:
+        """Called by the source before partitions move to another worker: finish our work on
+        them and commit it, so the next owner resumes exactly after what we published."""
+        log.info("partitions_revoked", partitions=sorted(partitions))
+        self.drain()
+        self.offsets.forget(partitions)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    # -- stages ------------------------------------------------------------------------------
+    def _start(self, record: Record) -> Job | None:
+        job = Job(record)
+        self.offsets.started(job.tp, record.offset)
+        try:
+            job.ref = parse_reference(record.value)
+        except MessageError as exc:
+            self._dead_letter(job, exc.kind, str(exc))
+            return None
+        return job
+
+    def _fetch_all(self, jobs: list[Job]) -> list[Job]:
+        ok = []
+        for job, error in zip(jobs, self._pool.map(self._fetch_one, jobs)):
+            if error is None:
+                ok.append(job)
+            else:
+                self._dead_letter(job, error.kind, str(error), error.attempts)
+        return ok
+
+    def _fetch_one(self, job: Job) -> JobFailed | None:
+        """Runs in the fetch pool: fetch, decode and hash one image (all three release the GIL
+        for most of their time)."""
+        timer = self.metrics.stage_seconds
+        t0 = time.perf_counter()
+        try:
+            data = self.fetcher.fetch(job.ref.uri)
+        except Exception as exc:  # every fetch failure is this message's, not the worker's
+            kind = getattr(exc, "kind", type(exc).__name__)
+            return JobFailed(f"fetch_{kind}", str(exc), getattr(exc, "attempts", 1))
+        t1 = time.perf_counter()
+        try:
+            job.image = decode_image(data, self.config.image_limits)
+        except ImageDecodeError as exc:
+            return JobFailed(f"decode_{exc.kind}", str(exc))
+        t2 = time.perf_counter()
+        job.sha256, job.phash = sha256_hex(data), phash(job.image)
+        job.cache_key = f"{self._key_scope}:{job.phash}"
+        timer.labels("fetch").observe(t1 - t0)
+        timer.labels("decode").observe(t2 - t1)
+        timer.labels("hash").observe(time.perf_counter() - t2)
+        return None
+
+    def _route(self, jobs: list[Job]) -> None:
+        """Cache hits finish now; misses join the batch (or ride along with an identical one)."""
+        if not jobs:
+            return
+        t0 = time.perf_counter()
+        hits = self._cache_get(list({j.cache_key for j in jobs}))
+        self.metrics.stage_seconds.labels("cache").observe(time.perf_counter() - t0)
+        for job in jobs:
+            known = hits.get(job.cache_key) or self._fresh.get(job.cache_key)
+            if known is not None:
+                self.metrics.cache_hits.inc()
+                self._verdict(job, known, cached=True)
+            elif job.cache_key in self._pending_by_key:
+                self.metrics.cache_hits.inc()  # served by the identical image already queued
+                self._pending_by_key[job.cache_key].followers.append(job)
+            else:
+                self.metrics.cache_misses.inc()
+                self._pending_by_key[job.cache_key] = job
+                self._finish_batches(self.batcher.submit(job))
+
+    def _infer(self, jobs: list[Job]) -> list[dict[str, Any]]:
+        t0 = time.perf_counter()
+        scores = self.detector.predict([j.image for j in jobs])
+        self.metrics.stage_seconds.labels("inference").observe(time.perf_counter() - t0)
+        self.metrics.batch_size.observe(len(jobs))
+        return [{"score": s.score, "experts": s.experts, "spread": s.spread} for s in scores]
+
+    def _finish_batches(self, done: list[Done[Job, Any]]) -> None:
+        for d in done:
+            job = d.item
+            self._pending_by_key.pop(job.cache_key, None)
+            if d.error is not None:
+                log.error("inference_failed", id=job.ref.id, error=repr(d.error))
+                for j in [job, *job.followers]:
+                    self._dead_letter(j, "inference_error", repr(d.error))
+                continue
+            self._fresh[job.cache_key] = d.result
+            self._verdict(job, d.result, cached=False)
+            for follower in job.followers:
+                self._verdict(follower, d.result, cached=True)
+            job.image = None  # release the pixels now; the verdict is all we keep
+
+    def _complete(self) -> None:
+        """Publish (and wait for acks), then write the cache, then commit what is safe."""
+        if self._outbox:
+            t0 = time.perf_counter()
+            self.sink.publish([msg for _, msg in self._outbox])
+            self.metrics.stage_seconds.labels("publish").observe(time.perf_counter() - t0)
+            for job, _ in self._outbox:
+                self.offsets.finished(job.tp, job.record.offset)
+                self.metrics.end_to_end.observe(time.monotonic() - job.started)
+            self._outbox = []
+        if self._fresh:
+            self.cache.set_many({k: json.dumps(v).encode() for k, v in self._fresh.items()})
+            self._fresh = {}
+        offsets = self.offsets.committable()
+        if offsets:
+            t0 = time.perf_counter()
+            self.source.commit(offsets)
+            self.offsets.mark_committed(offsets)
+            self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - t0)
+
+    # -- results -----------------------------------------------------------------------------
+    def _verdict(self, job: Job, result: dict[str, Any], cached: bool) -> None:
+        label = label_for(result["score"], self.detector.threshold, result["spread"],
+                          self.config.uncertain_spread)
+        verdict = Verdict(
+            id=job.ref.id, uri=job.ref.uri, score=result["score"], label=label,
+            threshold=self.detector.threshold, experts=result["experts"],
+            model_version=self.detector.version, phash=job.phash, sha256=job.sha256,
+            cached=cached, latency_ms=round((time.monotonic() - job.started) * 1000, 3),
+            worker_id=self.config.worker_id, timestamp=now(),
+        )
+        self.metrics.messages.labels("verdict").inc()
+        self.metrics.verdicts.labels(label).inc()
+        log.debug("verdict", id=job.ref.id, label=label, score=round(result["score"], 4),
+                  cached=cached)
+        self._send(job, self.config.verdict_topic, job.ref.id, verdict.model_dump_json())
+
+    def _dead_letter(self, job: Job, kind: str, message: str, attempts: int = 1) -> None:
+        r = job.record
+        letter = DeadLetter(
+            id=job.ref.id if job.ref else None, uri=job.ref.uri if job.ref else None,
+            error_kind=kind, error=message, attempts=attempts,
+            original=original_of(r.topic, r.partition, r.offset, r.key, r.value),
+            worker_id=self.config.worker_id, timestamp=now(),
+        )
+        self.metrics.messages.labels("dead_letter").inc()
+        self.metrics.dead_letters.labels(kind).inc()
+        log.warning("dead_letter", id=letter.id, kind=kind, error=message,
+                    partition=r.partition, offset=r.offset)
+        key = letter.id or f"{r.topic}-{r.partition}-{r.offset}"
+        self._send(job, self.config.dead_letter_topic, key, letter.model_dump_json())
+
+    def _send(self, job: Job, topic: str, key: str, value: str) -> None:
+        self._outbox.append((job, Outgoing(topic, key.encode(), value.encode())))
+
+    # -- cache and lag -----------------------------------------------------------------------
+    def _cache_get(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        raw = self.cache.get_many(keys)
+        out = {}
+        for key, value in raw.items():
+            try:
+                out[key] = json.loads(value)
+            except ValueError:  # a corrupt entry is a miss; the fresh verdict overwrites it
+                continue
+        return out
+
+    def _report_lag(self) -> None:
+        if time.monotonic() < self._next_lag_at:
+            return
+        self._next_lag_at = time.monotonic() + self.config.lag_every_s
+        assigned = self.source.assignment()
+        self.metrics.assigned.set(len(assigned))
+        for (topic, partition), lag in self.source.lag().items():
+            self.metrics.lag.labels(topic, str(partition)).set(lag)
+
+    def ready(self) -> bool:
+        return bool(self.source.assignment())
+
+    def run(self, should_stop) -> None:
+        """Step until should_stop() is true, then drain."""
+        while not should_stop():
+            self.step()
+        self.drain()

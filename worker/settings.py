@@ -1,0 +1,149 @@
+"""Worker settings: read once from FEATDISTILL_* environment variables, then frozen plain objects.
+
+Only worker.main calls `load_settings`; everything inward receives the dataclasses built by
+`Settings.configs()`. README's settings table is checked against this model by a test.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from detector.batcher import BatchPolicy
+from detector.images import DEFAULT_FORMATS, ImageLimits
+from worker.fetch import FetchConfig
+from worker.kafka_io import KafkaConfig
+from worker.pipeline import PipelineConfig
+
+PREFIX = "FEATDISTILL_"
+
+
+class SettingsError(ValueError):
+    pass
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", frozen=True)
+
+    # Model
+    bundle: str = Field(description="path of the checkpoint bundle directory")
+    device: str = Field("auto", description="cpu, cuda, cuda:N or auto")
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="autocast dtype on CUDA (default bfloat16)")
+    uncertain_spread: float | None = Field(
+        None, ge=0, le=1, description="label 'uncertain' when the experts' P(fake) spread exceeds this")
+    # Kafka
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    group_id: str = Field("featdistill", description="consumer group of the workers")
+    input_topic: str = Field("image-references", description="topic of image references")
+    verdict_topic: str = Field("image-verdicts", description="topic verdicts are published to")
+    dead_letter_topic: str = Field("image-dead-letters", description="topic of dead letters")
+    session_timeout_ms: int = Field(10_000, gt=0, description="consumer session timeout")
+    heartbeat_interval_ms: int = Field(2_000, gt=0, description="consumer heartbeat interval")
+    max_poll_interval_ms: int = Field(300_000, gt=0, description="max time between polls")
+    poll_max_records: int = Field(256, gt=0, description="records per poll at most")
+    # Batching
+    max_batch: int = Field(32, gt=0, description="images per inference batch at most")
+    max_wait_ms: float = Field(50, ge=0, description="longest wait of a partial batch, ms")
+    # Cache
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL of the verdict cache")
+    cache_ttl_s: int = Field(7 * 24 * 3600, gt=0, description="verdict cache TTL, seconds")
+    # Fetching
+    fetch_threads: int = Field(8, gt=0, description="concurrent fetch/decode threads")
+    file_roots: list[str] = Field(default_factory=list,
+                                  description="directories file:// URIs may read (JSON list)")
+    allow_hosts: list[str] = Field(default_factory=list,
+                                   description="hosts/IPs/CIDRs exempt from the SSRF block (JSON list)")
+    fetch_max_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest image file, bytes")
+    fetch_connect_timeout_s: float = Field(3.0, gt=0, description="connect timeout")
+    fetch_read_timeout_s: float = Field(10.0, gt=0, description="read timeout per socket read")
+    fetch_total_timeout_s: float = Field(30.0, gt=0, description="deadline of one fetch")
+    fetch_retries: int = Field(2, ge=0, description="retries of transient fetch failures")
+    fetch_max_redirects: int = Field(3, ge=0, description="redirects followed at most")
+    max_pixels: int = Field(40_000_000, gt=0, description="largest image, width x height")
+    # Operations
+    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+                           description="name of this worker in verdicts and logs")
+    metrics_port: int = Field(9400, ge=0, le=65535, description="port of /metrics, /healthz, /readyz (0: any)")
+    log_format: Literal["json", "console"] = Field("json", description="json in production")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    shutdown_grace_s: float = Field(20.0, gt=0, description="drain deadline after SIGTERM")
+
+    def configs(self) -> "WorkerConfig":
+        return WorkerConfig(
+            bundle=self.bundle, device=self.device, dtype=self.dtype,
+            redis_url=self.redis_url, cache_ttl_s=self.cache_ttl_s,
+            metrics_port=self.metrics_port, log_format=self.log_format, log_level=self.log_level,
+            shutdown_grace_s=self.shutdown_grace_s,
+            kafka=KafkaConfig(
+                bootstrap=self.kafka_bootstrap, group_id=self.group_id, client_id=self.worker_id,
+                session_timeout_ms=self.session_timeout_ms,
+                heartbeat_interval_ms=self.heartbeat_interval_ms,
+                max_poll_interval_ms=self.max_poll_interval_ms,
+            ),
+            pipeline=PipelineConfig(
+                input_topic=self.input_topic, verdict_topic=self.verdict_topic,
+                dead_letter_topic=self.dead_letter_topic, worker_id=self.worker_id,
+                batch=BatchPolicy(self.max_batch, self.max_wait_ms / 1000.0),
+                poll_max_records=self.poll_max_records, fetch_threads=self.fetch_threads,
+                uncertain_spread=self.uncertain_spread,
+                image_limits=ImageLimits(self.max_pixels, DEFAULT_FORMATS),
+            ),
+            fetch=FetchConfig(
+                file_roots=tuple(self.file_roots), allow_hosts=tuple(self.allow_hosts),
+                max_bytes=self.fetch_max_bytes, connect_timeout_s=self.fetch_connect_timeout_s,
+                read_timeout_s=self.fetch_read_timeout_s,
+                total_timeout_s=self.fetch_total_timeout_s,
+                max_redirects=self.fetch_max_redirects, retries=self.fetch_retries,
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    bundle: str
+    device: str
+    dtype: str | None
+    redis_url: str
+    cache_ttl_s: int
+    metrics_port: int
+    log_format: str
+    log_level: str
+    shutdown_grace_s: float
+    kafka: KafkaConfig
+    pipeline: PipelineConfig
+    fetch: FetchConfig
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Read FEATDISTILL_* variables; a bad value is one line naming the variable."""
+    env = os.environ if environ is None else environ
+    try:
+        if environ is None:
+            return Settings()
+        keys = {k[len(PREFIX):].lower(): v for k, v in env.items() if k.startswith(PREFIX)}
+        return Settings.model_validate(_parse_complex(keys))
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = PREFIX + str(err["loc"][0]).upper() if err["loc"] else "settings"
+            lines.append(f"{name}: {err['msg']}")
+        raise SettingsError("; ".join(lines)) from None
+
+
+def _parse_complex(values: dict[str, str]) -> dict:
+    """List settings arrive as JSON, as pydantic-settings reads them from the environment."""
+    import json
+
+    out = dict(values)
+    for name, field in Settings.model_fields.items():
+        if name in out and "list" in str(field.annotation):
+            try:
+                out[name] = json.loads(out[name])
+            except ValueError:
+                pass  # leave it to validation, which names the variable
+    return out
