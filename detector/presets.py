@@ -103,4 +103,34 @@ def tiny(version: str = "tiny-untrained") -> EnsembleSpec:
     )
 
 
-PRESETS = {"paper": paper, "tiny": tiny}
+# google/siglip-base-patch16-224, vision tower.
+SIGLIP_BASE_224 = {
+    "model_type": "siglip_vision_model",
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "num_channels": 3,
+    "image_size": 224,
+    "patch_size": 16,
+    "hidden_act": "gelu_pytorch_tanh",
+    "layer_norm_eps": 1e-6,
+}
+
+
+def base(version: str = "base-untrained") -> EnsembleSpec:
+    """The paper's layout at ViT-B size (about 4 x 90 M parameters): CPU benchmarks, starters."""
+    siglip_pre = PreprocessSpec(size=224, resize_mode="squash", crop=True, mean=HALF, std=HALF)
+    return EnsembleSpec(
+        experts=(
+            clip_expert("clip-b16-a", "ViT-B-16-quickgelu", dim=512),
+            clip_expert("clip-b16-b", "ViT-B-16-quickgelu", dim=512),
+            siglip_expert("siglip-b16-a", SIGLIP_BASE_224, siglip_pre, 768),
+            siglip_expert("siglip-b16-b", SIGLIP_BASE_224, siglip_pre, 768),
+        ),
+        threshold=0.5,
+        version=version,
+    )
+
+
+PRESETS = {"paper": paper, "base": base, "tiny": tiny}

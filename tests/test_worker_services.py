@@ -118,9 +118,11 @@ class Run:
         return out
 
     def assert_commits_never_ahead_of_results(self) -> dict[int, int]:
-        done = {r["id"] for r in self.results(0, 0)[0]}
-        done |= {d["original"]["key"] for d in self.results(0, 0)[1]}
+        # Commits first, results second: a result is published before its offset is committed,
+        # so anything below a commit read now must be among the results read after it.
         commits = committed(self.bootstrap, self.group, self.input, self.partitions)
+        verdicts, dead = self.results(0, 0)
+        done = {r["id"] for r in verdicts} | {d["original"]["key"] for d in dead}
         for (partition, offset), key in self.input_ids_by_offset().items():
             if offset < commits[partition]:
                 assert key in done, f"offset {offset} of partition {partition} committed " \
