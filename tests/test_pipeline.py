@@ -155,13 +155,19 @@ def test_commit_never_passes_a_message_waiting_in_a_batch(detector):
     assert source.committed == {("refs", 0): 2}
 
 
-def test_revocation_finishes_and_commits_in_flight_work(detector):
+def test_revocation_abandons_the_lost_partitions_work_without_committing_it(detector):
     cfg = PipelineConfig("refs", "verdicts", "dead", "w1", batch=BatchPolicy(8, 60.0))
     p, source, sink, _ = build(detector, partitions=2, cfg=cfg)
     source.append(ref(0), partition=0)
     source.append(ref(1), partition=1)
+    source.append(ref(2, "mem://img0"), partition=1)  # same image as m0: a follower of it
+    source.append(ref(3, "mem://img1"), partition=0)  # same image as m1: m1's follower
     p.step()
-    assert not sink.on("verdicts")
-    p.on_revoke({("refs", 1)})
-    assert len(sink.on("verdicts")) == 2
-    assert source.committed == {("refs", 0): 1, ("refs", 1): 1}
+    assert not sink.on("verdicts") and len(p.batcher) == 2
+    assert p.on_revoke({("refs", 1)}) == {("refs", 1): 0}  # read it again from offset 0
+    assert not sink.messages and not source.committed  # nothing published or committed there
+    p.drain()
+    verdicts, _ = outcomes(sink)
+    assert set(verdicts) == {"m0", "m3"}  # m3 inherited the judging of m1's image
+    assert verdicts["m3"]["cached"] is False
+    assert source.committed == {("refs", 0): 2}

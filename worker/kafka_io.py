@@ -48,7 +48,8 @@ class KafkaReferenceSource:
     def __init__(self, consumer: KafkaConsumer, topic: str) -> None:
         self.consumer = consumer
         self.topic = topic
-        self._on_revoke: RevokeCallback = lambda partitions: None
+        self._on_revoke: RevokeCallback = lambda partitions: {}
+        self._rewind: dict[tuple[str, int], int] = {}
 
     @classmethod
     def connect(cls, config: KafkaConfig, topic: str) -> "KafkaReferenceSource":
@@ -68,13 +69,21 @@ class KafkaReferenceSource:
         self._on_revoke = on_revoke
         self.consumer.subscribe(
             [self.topic],
-            listener=_Listener(self._revoked, lambda p: log.info("partitions_assigned",
-                                                                 partitions=sorted(p))),
+            listener=_Listener(self._revoked, self._assigned),
         )
 
     def _revoked(self, partitions: set) -> None:
         if partitions:
-            self._on_revoke(partitions)
+            self._rewind.update(self._on_revoke(partitions))
+
+    def _assigned(self, partitions: set) -> None:
+        # kafka-python keeps the read position of a partition that stays assigned across a
+        # rebalance; work abandoned on revocation must be read again, so rewind to it.
+        for (topic, partition), offset in self._rewind.items():
+            if (topic, partition) in partitions:
+                self.consumer.seek(TopicPartition(topic, partition), offset)
+        self._rewind = {}
+        log.info("partitions_assigned", partitions=sorted(partitions))
 
     def poll(self, timeout_s: float, max_records: int) -> list[Record]:
         batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)

@@ -16,6 +16,7 @@ from worker.ports import TopicPartition
 class _PartitionState:
     in_flight: set[int] = field(default_factory=set)
     highest_seen: int = -1
+    first_seen: int | None = None
     committed: int | None = None
 
 
@@ -26,6 +27,8 @@ class OffsetTracker:
     def started(self, tp: TopicPartition, offset: int) -> None:
         state = self._parts.setdefault(tp, _PartitionState())
         state.in_flight.add(offset)
+        if state.first_seen is None:
+            state.first_seen = offset
         state.highest_seen = max(state.highest_seen, offset)
 
     def finished(self, tp: TopicPartition, offset: int) -> None:
@@ -42,7 +45,9 @@ class OffsetTracker:
             if state.highest_seen < 0:
                 continue
             safe = min(state.in_flight) if state.in_flight else state.highest_seen + 1
-            if state.committed is None or safe > state.committed:
+            # Committing the offset we started from would say nothing new: skip it.
+            floor = state.first_seen if state.committed is None else state.committed
+            if safe > floor:
                 out[tp] = safe
         return out
 
@@ -50,6 +55,11 @@ class OffsetTracker:
         for tp, offset in offsets.items():
             if tp in self._parts:
                 self._parts[tp].committed = offset
+
+    def resume_points(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """Where to read again from, per partition, if its unfinished messages are abandoned."""
+        return {tp: min(state.in_flight) for tp, state in self._parts.items()
+                if tp in partitions and state.in_flight}
 
     def forget(self, partitions: set[TopicPartition]) -> None:
         """A revoked partition's state belongs to its next owner, who resumes from the commit."""

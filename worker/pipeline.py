@@ -109,12 +109,31 @@ class Pipeline:
         self._finish_batches(self.batcher.flush())
         self._complete()
 
-    def on_revoke(self, partitions: set[TopicPartition]) -> None:
-        """Called by the source before partitions move to another worker: finish our work on
-        them and commit it, so the next owner resumes exactly after what we published."""
+    def on_revoke(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """Partitions are being taken away (maybe to be handed straight back): abandon their
+        unfinished work and return, per partition, the offset to read again from.
+
+        Nothing of theirs was committed past what was published, so another owner redoes exactly
+        the unfinished messages (at-least-once); if the partition comes back to us, the source
+        seeks to the returned offset, since the consumer keeps its read position for partitions
+        it retains. This runs on the consumer's network thread, where Kafka calls must not block:
+        no publish and no commit here.
+        """
         log.info("partitions_revoked", partitions=sorted(partitions))
-        self.drain()
+        resume = self.offsets.resume_points(partitions)
+        lost = lambda job: job.tp in partitions  # noqa: E731
+        for leader in self.batcher.discard(lambda job: not lost(job)):
+            self._pending_by_key.pop(leader.cache_key, None)
+            kept = [f for f in leader.followers if not lost(f)]
+            if kept:  # an identical image from a partition we keep still needs its verdict
+                heir, heir.followers = kept[0], kept[1:]
+                self._pending_by_key[heir.cache_key] = heir
+                self._finish_batches(self.batcher.submit(heir))
+        for leader in self._pending_by_key.values():
+            leader.followers = [f for f in leader.followers if not lost(f)]
+        self._outbox = [(job, msg) for job, msg in self._outbox if not lost(job)]
         self.offsets.forget(partitions)
+        return resume
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -28,7 +28,9 @@ class Outgoing:
 
 
 TopicPartition = tuple[str, int]
-RevokeCallback = Callable[[set[TopicPartition]], None]
+# Called when partitions are revoked; returns, per partition, the offset to read again from if
+# the partition is handed back (its unfinished messages were abandoned).
+RevokeCallback = Callable[[set[TopicPartition]], dict[TopicPartition, int]]
 
 
 class ReferenceSource(Protocol):
