@@ -1,0 +1,129 @@
+"""deploy/: the Dockerfile and Kubernetes manifests, checked without a cluster or a Docker engine."""
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from detector.cli import build_parser
+from worker.settings import PREFIX, Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "deploy" / "k8s" / "base"
+DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
+SETTINGS = {PREFIX + name.upper() for name in Settings.model_fields}
+
+
+@pytest.fixture(scope="module")
+def docs() -> dict[str, dict]:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    out = {}
+    for name in kustomization["resources"]:
+        for doc in yaml.safe_load_all((K8S / name).read_text()):
+            out[doc["kind"]] = doc
+    return out
+
+
+def containers(doc: dict) -> list[dict]:
+    return doc["spec"]["template"]["spec"]["containers"]
+
+
+def test_kustomization_lists_every_manifest_and_they_parse(docs):
+    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    listed = set(yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"])
+    assert on_disk == listed
+    assert set(docs) == {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget",
+                         "ScaledObject", "Job"}
+    for doc in docs.values():
+        assert doc["apiVersion"] and doc["metadata"]["name"]
+
+
+def test_every_setting_the_manifests_set_exists_and_validates(docs):
+    config = docs["ConfigMap"]["data"]
+    names = set(config)
+    for kind in ("Deployment", "Job"):
+        for c in containers(docs[kind]):
+            names |= {e["name"] for e in c.get("env", [])}
+            assert c["envFrom"] == [{"configMapRef": {"name": "featdistill-config"}}]
+    assert names <= SETTINGS, f"unknown settings: {names - SETTINGS}"
+    env = {**config, "FEATDISTILL_REDIS_URL": "redis://secret@redis:6379/0"}
+    load_settings(env)  # the values themselves are valid
+
+
+def test_worker_deployment_gpu_probes_and_grace(docs):
+    dep, config = docs["Deployment"], docs["ConfigMap"]["data"]
+    pod = dep["spec"]["template"]["spec"]
+    (worker,) = containers(dep)
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["nodeSelector"] and any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+    port = {p["name"]: p["containerPort"] for p in worker["ports"]}["metrics"]
+    assert port == int(config["FEATDISTILL_METRICS_PORT"])
+    assert worker["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert worker["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert pod["terminationGracePeriodSeconds"] > float(config["FEATDISTILL_SHUTDOWN_GRACE_S"]) + 5
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert worker["securityContext"]["allowPrivilegeEscalation"] is False
+    mounts = {m["mountPath"]: m for m in worker["volumeMounts"]}
+    assert config["FEATDISTILL_BUNDLE"].startswith("/models/") and mounts["/models"]["readOnly"]
+    secret = {e["name"]: e for e in worker["env"]}["FEATDISTILL_REDIS_URL"]
+    assert secret["valueFrom"]["secretKeyRef"]["name"] == "featdistill-secrets"
+
+
+def test_service_pdb_and_autoscaling_agree_with_the_worker(docs):
+    dep, config = docs["Deployment"], docs["ConfigMap"]["data"]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    for kind in ("Service", "PodDisruptionBudget"):
+        selector = docs[kind]["spec"]["selector"]
+        selector = selector.get("matchLabels", selector)
+        assert selector.items() <= labels.items()
+    svc_port = docs["Service"]["spec"]["ports"][0]
+    assert svc_port["port"] == int(config["FEATDISTILL_METRICS_PORT"])
+    assert svc_port["targetPort"] == "metrics"
+    scaled = docs["ScaledObject"]
+    partitions = int(scaled["metadata"]["annotations"]["featdistill.io/input-topic-partitions"])
+    assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"] <= partitions
+    assert scaled["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["consumerGroup"] == config["FEATDISTILL_GROUP_ID"]
+    assert trigger["metadata"]["topic"] == config["FEATDISTILL_INPUT_TOPIC"]
+    assert trigger["metadata"]["bootstrapServers"] == config["FEATDISTILL_KAFKA_BOOTSTRAP"]
+
+
+def test_replay_job_arguments_parse_and_avoid_the_live_topic(docs):
+    job, config = docs["Job"], docs["ConfigMap"]["data"]
+    (replay,) = containers(job)
+    args = build_parser().parse_args(replay["args"])
+    assert args.command == "replay" and args.func.__module__ == "worker.replay"
+    assert args.to_topic != config["FEATDISTILL_VERDICT_TOPIC"]
+    assert str(args.state).startswith("/state/")
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
+
+
+def test_one_image_for_all_workloads(docs):
+    images = {c["image"] for kind in ("Deployment", "Job") for c in containers(docs[kind])}
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert images == {kustomization["images"][0]["name"]}
+
+
+def test_dockerfile_runs_the_worker_as_non_root_without_downloads():
+    text = DOCKERFILE.read_text()
+    final = text[text.rindex("\nFROM "):]  # the runtime stage
+    user = re.search(r"^USER (\S+)", final, re.M).group(1)
+    assert not user.startswith("0") and user != "root"
+    assert re.search(r"^EXPOSE 9400$", final, re.M)
+    assert 'ENTRYPOINT ["featdistill"]' in final and 'CMD ["worker"]' in final
+    assert "FEATDISTILL_BUNDLE=/models/bundle" in final
+    assert "HF_HUB_OFFLINE=1" in final
+    for line in final.splitlines():
+        if line.startswith(("RUN", "CMD", "ENTRYPOINT")):
+            assert not re.search(r"curl|wget|huggingface|hf_hub_download|from_pretrained", line)
+    env_names = set(re.findall(r"(FEATDISTILL_[A-Z_]+)=", final))
+    assert env_names <= SETTINGS
+    for src in re.findall(r"^COPY (?!--from)(\S+)", text, re.M):
+        if "$" not in src:
+            assert (ROOT / src).exists(), src
+    assert shlex.split("featdistill worker")[1] in build_parser()._subparsers._group_actions[0].choices
