@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from detector.bundle import BundleError, read_manifest, save_bundle, verify_files
+from detector.bundle import BundleError, load_experts, read_manifest, save_bundle, verify_files
 from detector.cli import CliError
 from detector.expert import Expert, param_bytes
 from detector.presets import PRESETS
-from detector.spec import EnsembleSpec, ExpertSpec
+from detector.spec import EnsembleSpec, ExpertSpec, SpecError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="build on the meta device (no memory for weights), print sizes, write nothing",
     )
     init.set_defaults(func=_init)
+
+    compose = bsub.add_parser(
+        "compose", help="assemble experts (bundles of one or more experts) into one ensemble bundle")
+    compose.add_argument("experts", nargs="+", type=Path, metavar="EXPERT_BUNDLE")
+    compose.add_argument("--out", type=Path, required=True)
+    compose.add_argument("--version", required=True, help="model version of the ensemble")
+    compose.add_argument("--threshold", type=float, default=0.5)
+    compose.set_defaults(func=_compose)
 
     inspect = bsub.add_parser("inspect", help="print a bundle's manifest and verify its files")
     inspect.add_argument("bundle", type=Path)
@@ -111,6 +119,23 @@ def _init(args: argparse.Namespace) -> int:
     manifest = save_bundle(args.out, ensemble, experts, provenance)
     _print_sizes(_size_table(experts))
     print(f"wrote {args.out} (model version {version}, digest {manifest.digest[:16]})")
+    return 0
+
+
+def _compose(args: argparse.Namespace) -> int:
+    experts, sources = [], []
+    try:
+        for path in args.experts:
+            manifest = read_manifest(path)
+            experts.extend(load_experts(path, manifest))
+            sources.append({"bundle": str(path), "model_version": manifest.ensemble.version,
+                            "digest": manifest.digest, "provenance": manifest.provenance})
+        ensemble = EnsembleSpec(tuple(e.spec for e in experts), args.threshold, args.version)
+    except (BundleError, SpecError) as exc:
+        raise CliError(f"{type(exc).__name__}: {exc}") from exc
+    manifest = save_bundle(args.out, ensemble, experts, {"composed_from": sources})
+    _print_sizes(_size_table(experts))
+    print(f"wrote {args.out} (model version {args.version}, digest {manifest.digest[:16]})")
     return 0
 
 

@@ -122,3 +122,30 @@ def test_foreign_file_is_not_appended_to(tmp_path):
     path.write_text('{"path": "x"}\n')
     with pytest.raises(ResultsFileError, match="not written by featdistill detect"):
         ResultsFile(path, "d" * 64, "v", ["a"])
+
+
+def test_bundle_compose_merges_expert_bundles(tmp_path, capsys):
+    a = write_tiny_bundle(tmp_path / "a", seed=1, version="a")
+    b = write_tiny_bundle(tmp_path / "b", seed=2, version="b")
+    out = tmp_path / "ensemble"
+    # Same expert names twice is an error: names must stay unique in an ensemble.
+    assert main(["bundle", "compose", str(a), str(b), "--out", str(out), "--version", "v"]) == 2
+    assert "unique" in capsys.readouterr().err
+    from detector.bundle import load_experts, read_manifest, save_bundle
+    from detector.spec import EnsembleSpec
+
+    experts = load_experts(b)[:2]
+    import dataclasses
+
+    renamed = []
+    for e, name in zip(experts, ("other-1", "other-2")):
+        e.spec = dataclasses.replace(e.spec, name=name)
+        renamed.append(e)
+    save_bundle(tmp_path / "c", EnsembleSpec(tuple(e.spec for e in renamed), 0.5, "c"), renamed)
+    assert main(["bundle", "compose", str(a), str(tmp_path / "c"), "--out", str(out),
+                 "--version", "v2", "--threshold", "0.4"]) == 0
+    manifest = read_manifest(out)
+    assert [e.name for e in manifest.ensemble.experts] == [
+        "clip-tiny-a", "clip-tiny-b", "siglip-tiny-a", "siglip-tiny-b", "other-1", "other-2"]
+    assert manifest.ensemble.threshold == 0.4
+    assert [s["model_version"] for s in manifest.provenance["composed_from"]] == ["a", "c"]
