@@ -48,6 +48,16 @@ class Backbone(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         raise NotImplementedError
 
+    # Split execution, for experts that share their first blocks (one trunk pass for all).
+    def trunk_modules(self, upto: int) -> list[nn.Module | nn.Parameter]:
+        raise NotImplementedError(f"{type(self).__name__} cannot share a trunk")
+
+    def forward_trunk(self, pixels: torch.Tensor, upto: int) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} cannot share a trunk")
+
+    def forward_tail(self, hidden: torch.Tensor, start: int, feature: Feature) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} cannot share a trunk")
+
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
@@ -92,6 +102,36 @@ class OpenClipBackbone(Backbone):
             return self.visual(pixels), []
         out = self.visual.forward_intermediates(pixels, indices=list(blocks), output_fmt="NLC")
         return out["image_features"], list(out["image_intermediates"])
+
+    def trunk_modules(self, upto: int):
+        if self.is_timm:
+            return super().trunk_modules(upto)
+        v = self.visual
+        return [v.conv1, v.class_embedding, v.positional_embedding, v.ln_pre,
+                *v.transformer.resblocks[:upto]]
+
+    def forward_trunk(self, pixels, upto):
+        if self.is_timm:
+            return super().forward_trunk(pixels, upto)
+        x = self.visual._embeds(pixels)
+        for block in self.visual.transformer.resblocks[:upto]:
+            x = block(x) if self.visual.transformer.batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+        return x
+
+    def forward_tail(self, hidden, start, feature):
+        x = hidden
+        for block in self.visual.transformer.resblocks[start:]:
+            x = block(x) if self.visual.transformer.batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+        pooled, _ = self.visual._pool(x)
+        return pooled @ self.visual.proj if self.visual.proj is not None else pooled
+
+    def share_trunk_with(self, other: "OpenClipBackbone", upto: int) -> None:
+        """Use `other`'s modules for the first `upto` blocks (same weights): memory held once."""
+        v, o = self.visual, other.visual
+        v.conv1, v.class_embedding, v.positional_embedding, v.ln_pre = (
+            o.conv1, o.class_embedding, o.positional_embedding, o.ln_pre)
+        for i in range(upto):
+            v.transformer.resblocks[i] = o.transformer.resblocks[i]
 
     def load_pretrained(self, path: Path) -> None:
         """Load an open_clip checkpoint (full CLIP or vision-only state dict, .safetensors or torch)."""

@@ -43,6 +43,38 @@ def label_for(score: float, threshold: float, spread: float = 0.0, max_spread: f
     return AI_GENERATED if score >= threshold else REAL
 
 
+def trunk_groups(experts: Sequence[Expert]) -> list[list[int]]:
+    """Indices of experts grouped so that each group's members share their first blocks.
+
+    Experts declaring `shared_blocks` join a group when backbone spec, preprocessing and the
+    trunk weights themselves are identical; their trunk modules are then the leader's (held in
+    memory once). Anything else stands alone.
+    """
+    groups: list[list[int]] = []
+    for i, expert in enumerate(experts):
+        n = expert.spec.shared_blocks
+        for group in groups if n > 0 else []:
+            leader = experts[group[0]]
+            if (leader.spec.shared_blocks, leader.spec.backbone, leader.spec.preprocess) == (
+                n, expert.spec.backbone, expert.spec.preprocess
+            ) and _same_tensors(leader.backbone.trunk_modules(n), expert.backbone.trunk_modules(n)):
+                expert.backbone.share_trunk_with(leader.backbone, n)
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
+def _same_tensors(a, b) -> bool:
+    def tensors(mods):
+        for m in mods:
+            yield from ([m] if isinstance(m, torch.Tensor) else m.state_dict().values())
+
+    pairs = list(zip(tensors(a), tensors(b)))
+    return len(pairs) > 0 and all(x.shape == y.shape and torch.equal(x, y) for x, y in pairs)
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -67,6 +99,7 @@ class Detector:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {name!r}")
         self.dtype = _DTYPES[name]
         self.experts = [e.to(self.device).eval() for e in experts]
+        self.groups = trunk_groups(self.experts)
         self.batch_size = batch_size
         self.digest = digest
 
@@ -106,19 +139,27 @@ class Detector:
 
     @torch.inference_mode()
     def expert_probabilities(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """(num_experts, num_images) P(fake), computed expert by expert over the whole batch."""
+        """(num_experts, num_images) P(fake), computed expert by expert over the whole batch;
+        experts sharing a trunk run it once per chunk."""
         probs = torch.empty(len(self.experts), len(images))
         inputs: dict = {}  # PreprocessSpec -> (N, 3, S, S) tensor, shared between experts
-        for i, expert in enumerate(self.experts):
-            pre = expert.spec.preprocess
+        for group in self.groups:
+            leader = self.experts[group[0]]
+            pre, shared = leader.spec.preprocess, leader.spec.shared_blocks
             if pre not in inputs:
                 inputs[pre] = to_batch(images, pre)
-            pixels = inputs[pre]
             for start in range(0, len(images), self.batch_size):
-                chunk = pixels[start : start + self.batch_size].to(self.device, non_blocking=True)
+                chunk = inputs[pre][start : start + self.batch_size].to(self.device, non_blocking=True)
                 with self._autocast():
-                    logits, _ = expert(chunk)
-                probs[i, start : start + len(chunk)] = Expert.prob_fake(logits).cpu()
+                    hidden = leader.backbone.forward_trunk(chunk, shared) if shared else None
+                    for i in group:
+                        expert = self.experts[i]
+                        if hidden is None:
+                            logits, _ = expert(chunk)
+                        else:
+                            feature = expert.backbone.forward_tail(hidden, shared, expert.spec.feature)
+                            logits = expert.head(feature)
+                        probs[i, start : start + len(chunk)] = Expert.prob_fake(logits).cpu()
         return probs
 
     def predict(self, images: Sequence[Image.Image]) -> list[Score]:

@@ -68,6 +68,9 @@ class ExpertSpec:
     feature: Feature
     preprocess: PreprocessSpec
     head: HeadSpec
+    # The first `shared_blocks` backbone blocks are frozen and identical across experts of the
+    # same backbone: inference runs them once per image for all of them (0: nothing shared).
+    shared_blocks: int = 0
 
     def __post_init__(self) -> None:
         if self.feature not in ("embed", "pooled"):
@@ -105,6 +108,7 @@ def expert_from_dict(data: dict[str, Any]) -> ExpertSpec:
             feature=data["feature"],
             preprocess=PreprocessSpec(**pre),
             head=HeadSpec(**data["head"]),
+            shared_blocks=int(data.get("shared_blocks", 0)),
         )
     except (KeyError, TypeError) as exc:
         raise SpecError(f"malformed expert spec {data.get('name', '?')!r}: {exc}") from exc

@@ -120,3 +120,27 @@ def test_missing_pretrained_weights_name_the_path_and_spec(tmp_path):
     siglip = presets.tiny().experts[2].backbone
     with pytest.raises(WeightsNotFoundError, match="transformers:SiglipVisionModel"):
         build_backbone(siglip, tmp_path / "no-such-dir")
+
+
+def test_experts_sharing_a_trunk_run_it_once_and_score_the_same():
+    import dataclasses
+
+    torch.manual_seed(0)
+    base = presets.tiny().experts[0]
+    first = Expert.build(dataclasses.replace(base, name="a", shared_blocks=1)).eval()
+    second = Expert.build(dataclasses.replace(base, name="b", shared_blocks=1)).eval()
+    third = Expert.build(dataclasses.replace(base, name="c", shared_blocks=1)).eval()
+    # a and b: same trunk (block 0 and embeddings), different tails and heads; c: its own trunk.
+    trunk = {k: v for k, v in first.state_dict().items()
+             if not k.startswith("head") and "resblocks.1." not in k}
+    second.load_state_dict({**second.state_dict(), **trunk})
+    images = [make_image(seed=i) for i in range(5)]
+    spec = EnsembleSpec((first.spec, second.spec, third.spec), 0.5, "v")
+    separate = [Detector(spec, [e], batch_size=2).predict(images) for e in (first, second, third)]
+    shared = Detector(spec, [first, second, third], batch_size=2)
+    assert shared.groups == [[0, 1], [2]]
+    assert shared.experts[1].backbone.visual.transformer.resblocks[0] is \
+        shared.experts[0].backbone.visual.transformer.resblocks[0]
+    for j, score in enumerate(shared.predict(images)):
+        for name, alone in zip("abc", separate):
+            assert score.experts[name] == pytest.approx(alone[j].score, abs=1e-5)
