@@ -1,0 +1,173 @@
+"""`featdistill train | eval | degrade`: the trainer's subcommands, registered by detector.cli
+through the `featdistill.commands` entry points (pyproject.toml)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from detector.bundle import BundleError, load_experts, read_manifest, save_bundle
+from detector.cli import CliError
+from detector.spec import SpecError
+
+_TRAIN_HELP = "train one expert (stage 1, then stage 2) from a TOML/YAML config and export it as a bundle"
+
+
+def register_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help=_TRAIN_HELP, description=_TRAIN_HELP)
+    p.add_argument("config", type=Path, help="run config (.toml, .yaml); see examples/train/")
+    p.add_argument("--out", type=Path, help="run folder (default: the config's out_dir)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the run folder's latest epoch checkpoint")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set stage1.epochs=2 (value read as YAML)")
+    p.set_defaults(func=run_train)
+
+
+def register_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="score bundles on labelled data: AUC, AP, accuracy, robustness")
+    p.add_argument("--bundle", type=Path, action="append", required=True,
+                   help="bundle folder; repeat with --loo to tabulate leave-generator-out runs")
+    p.add_argument("--data", type=Path, required=True,
+                   help="labelled images: a manifest (.csv/.jsonl) or a real/ + fake/<gen>/ folder")
+    p.add_argument("--out", type=Path, required=True, help="report folder")
+    p.add_argument("--degrade", default="", metavar="FAMILIES",
+                   help="robustness table over these degradation families (comma list, or 'all')")
+    p.add_argument("--levels", default="mild,medium,severe", help="levels for --degrade")
+    p.add_argument("--loo", action="store_true",
+                   help="score each bundle only on what its training split held out, and table "
+                        "its held-out generators (rebuilt from the bundle's provenance)")
+    p.add_argument("--set-threshold-fpr", type=float, metavar="FPR",
+                   help="choose the threshold giving this false-positive rate on these images "
+                        "and write it into the bundle's manifest")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-workers", type=int, default=0, help="decoding processes")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0, help="seed of the degradations")
+    p.add_argument("--limit", type=int, default=0, help="score at most N images (seeded subset)")
+    p.set_defaults(func=run_eval)
+
+
+def register_degrade(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("degrade", help="show the degradation catalogue on an image (contact sheet)")
+    p.add_argument("--show", type=Path, required=True, metavar="IMG", help="image to degrade")
+    p.add_argument("--out", type=Path, required=True, help="PNG contact sheet to write")
+    p.set_defaults(func=run_degrade)
+
+
+# ----------------------------------------------------------------------------------- train
+def run_train(args: argparse.Namespace) -> int:
+    from train.config import ConfigError, load_config
+    from train.data import DataError
+    from train.run import RunError, train
+
+    try:
+        config = load_config(args.config, args.overrides)
+        run_dir = args.out or Path(config.out_dir)
+        started = time.perf_counter()
+        result = train(config, run_dir, resume=args.resume)
+    except (ConfigError, DataError, RunError, SpecError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from exc
+    final = result.history[-1] if result.history else {}
+    print(json.dumps({"run_dir": str(result.run_dir), "bundle": str(result.bundle_dir),
+                      "epochs": len(result.history), "seconds": round(time.perf_counter() - started, 1),
+                      "final": final}, indent=2))
+    return 0
+
+
+# ------------------------------------------------------------------------------------ eval
+def _split_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def rewrite_threshold(bundle_dir: Path, threshold: float, note: dict) -> None:
+    """Re-save the bundle with a new threshold (weights re-written unchanged, digests re-checked)."""
+    manifest = read_manifest(bundle_dir)
+    experts = load_experts(bundle_dir, manifest)
+    provenance = {**manifest.provenance, "threshold_choice": note}
+    ensemble = dataclasses.replace(manifest.ensemble, threshold=threshold)
+    save_bundle(bundle_dir, ensemble, experts, provenance)
+
+
+def _evaluate_one(path: Path, samples, conditions, args, threshold_fpr: float | None) -> dict:
+    import numpy as np
+
+    from detector.service import Detector
+    from train.evaluate import score, summarize
+    from train.metrics import threshold_at_fpr
+
+    detector = Detector.load(path, device=args.device)
+    probs = score(detector, samples, conditions, args.batch_size, args.num_workers, args.seed)
+    names = [e.spec.name for e in detector.experts]
+    threshold, note = detector.threshold, None
+    if threshold_fpr is not None:
+        labels = np.array([s.label for s in samples])
+        threshold = threshold_at_fpr(labels, probs[0].mean(axis=0), threshold_fpr)
+        note = {"target_fpr": threshold_fpr, "previous": detector.threshold, "threshold": threshold,
+                "data": str(args.data), "images": len(samples)}
+        rewrite_threshold(path, threshold, note)
+    digest = read_manifest(path).digest if note else detector.digest
+    report = summarize(probs, samples, conditions, names, threshold)
+    return {"bundle": str(path), "model_version": detector.version, "digest": digest,
+            "experts": names, "threshold_choice": note, **report}
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from train.data import DataError, SourceConfig, read_source, subsample
+    from train.evaluate import families, loo_rows, loo_subset, make_conditions
+    from train.report import write_reports
+
+    if len(args.bundle) > 1 and not args.loo:
+        raise CliError("several --bundle are only meaningful with --loo")
+    fpr = args.set_threshold_fpr
+    if fpr is not None and (len(args.bundle) > 1 or not 0 <= fpr <= 1):
+        raise CliError("--set-threshold-fpr takes one bundle and a rate in [0, 1]")
+    try:
+        samples = subsample(read_source(SourceConfig(path=str(args.data)), training=False), args.limit, args.seed)
+        fams = families() if args.degrade == "all" else _split_list(args.degrade)
+        conditions = make_conditions(fams, _split_list(args.levels))
+        doc = {"data": str(args.data), "seed": args.seed, "conditions": [c.name for c in conditions],
+               "bundles": [], "loo": []}
+        for path in args.bundle:
+            subset, unseen = samples, []
+            if args.loo:
+                subset, unseen = loo_subset(samples, read_manifest(path).provenance)
+                if not subset:
+                    raise CliError(f"{path}: its provenance records no held-out split of this data")
+            report = _evaluate_one(path, subset, conditions, args, args.set_threshold_fpr)
+            doc["bundles"].append(report)
+            doc["loo"] += loo_rows(report, report["model_version"], unseen)
+    except (DataError, BundleError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    aucs = [r["auc"] for r in doc["loo"] if r["auc"] is not None]
+    doc["loo_mean_auc"] = sum(aucs) / len(aucs) if aucs else None
+    paths = write_reports(args.out, doc)
+    _print_summary(doc, paths)
+    return 0
+
+
+def _print_summary(doc: dict, paths: dict) -> None:
+    for b in doc["bundles"]:
+        m = b["overall"]["ensemble"]
+        print(f"{b['bundle']}: {m['n_real']} real / {m['n_fake']} fake, AUC {m['auc']}, "
+              f"AP {m['ap']}, acc@{b['threshold']:.4f} {m['acc']}")
+    for r in doc["loo"]:
+        print(f"  held-out {r['generator']:<24} AUC {r['auc']}")
+    print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------- degrade
+def run_degrade(args: argparse.Namespace) -> int:
+    from train.contact_sheet import main_show
+
+    if not args.show.is_file():
+        raise CliError(f"{args.show}: no such image")
+    try:
+        out = main_show(args.show, args.out)
+    except OSError as exc:
+        raise CliError(f"{args.show}: {exc}") from exc
+    print(out)
+    return 0
