@@ -9,7 +9,7 @@ set -euo pipefail
 _repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _cache="${FEATDISTILL_CACHE:-$HOME/.cache/featdistill}"
 _python="${PYTHON:-python3}"
-_extras="worker,train,dev"
+_extras="worker,train,onnx,dev"
 
 _spec_hash="$("$_python" - "$_repo/pyproject.toml" "$_extras" <<'PY'
 import hashlib, json, sys, tomllib, platform
