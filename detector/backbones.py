@@ -59,11 +59,11 @@ class Backbone(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} cannot share a trunk")
 
 
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -80,7 +80,7 @@ class OpenClipBackbone(Backbone):
         base = open_clip.get_model_config(spec.model)
         if base is None and not spec.config:
             raise SpecError(f"open_clip has no model config named {spec.model!r}")
-        cfg = _deep_merge(base or {}, spec.config)
+        cfg = deep_merge(base or {}, spec.config)
         vision_cfg = CLIPVisionCfg(**cfg["vision_cfg"])
         self.embed_dim = int(cfg["embed_dim"])
         self.is_timm = bool(vision_cfg.timm_model_name)

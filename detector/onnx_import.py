@@ -388,20 +388,20 @@ def resolve_spec(tower: OnnxClipTower, arch: str, config: dict[str, Any] | None 
     """
     import open_clip
 
-    from detector.backbones import _deep_merge
+    from detector.backbones import deep_merge
 
     config = {k: v for k, v in (config or {}).items() if k != "quick_gelu"}  # the graph decides
     quick = tower.activation == "quick_gelu"
     if open_clip.get_model_config(arch) is None and not config:
         raise OnnxImportError(f"open_clip has no model config named {arch!r}")
     base = open_clip.get_model_config(arch) or {}
-    if bool(_deep_merge(base, config).get("quick_gelu", False)) != quick:
+    if bool(deep_merge(base, config).get("quick_gelu", False)) != quick:
         sibling = arch + "-quickgelu" if quick else arch.removesuffix("-quickgelu")
         if sibling != arch and open_clip.get_model_config(sibling) is not None:
             arch, base = sibling, open_clip.get_model_config(sibling)
         else:
             config["quick_gelu"] = quick
-    cfg = _deep_merge(base, config)
+    cfg = deep_merge(base, config)
     vision = cfg.get("vision_cfg", {})
     expected = {
         "width": vision.get("width"),

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import uuid
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -125,8 +126,6 @@ def run(args: argparse.Namespace) -> int:
     recorder = RecordingSink(sink, verdict_topic)
     metrics = Metrics()
     cache = _cache(args, cfg, metrics)
-    from dataclasses import replace
-
     pipeline_cfg = replace(cfg.pipeline, verdict_topic=verdict_topic,
                            dead_letter_topic=f"{verdict_topic}-dead",
                            worker_id=f"replay-{uuid.uuid4().hex[:6]}", poll_timeout_s=0.2)
