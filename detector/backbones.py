@@ -55,7 +55,11 @@ class Backbone(nn.Module):
     def forward_trunk(self, pixels: torch.Tensor, upto: int) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} cannot share a trunk")
 
-    def forward_tail(self, hidden: torch.Tensor, start: int, feature: Feature) -> torch.Tensor:
+    def forward_tail(
+        self, hidden: torch.Tensor, start: int, feature: Feature, blocks: Sequence[int] = ()
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Blocks `start`.. on the trunk's output: the feature and the patch tokens of `blocks`
+        (indices >= start, as in forward)."""
         raise NotImplementedError(f"{type(self).__name__} cannot share a trunk")
 
 
@@ -118,12 +122,17 @@ class OpenClipBackbone(Backbone):
             x = block(x) if self.visual.transformer.batch_first else block(x.transpose(0, 1)).transpose(0, 1)
         return x
 
-    def forward_tail(self, hidden, start, feature):
-        x = hidden
-        for block in self.visual.transformer.resblocks[start:]:
+    def forward_tail(self, hidden, start, feature, blocks=()):
+        if any(b < start for b in blocks):
+            raise ValueError(f"blocks {sorted(blocks)}: the tail starts at block {start}")
+        x, tokens = hidden, []
+        prefix = 1  # open_clip ViTs always lead with one class token (as forward_intermediates)
+        for i, block in enumerate(self.visual.transformer.resblocks[start:], start=start):
             x = block(x) if self.visual.transformer.batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+            if i in blocks:
+                tokens.append(x[:, prefix:])
         pooled, _ = self.visual._pool(x)
-        return pooled @ self.visual.proj if self.visual.proj is not None else pooled
+        return (pooled @ self.visual.proj if self.visual.proj is not None else pooled), tokens
 
     def share_trunk_with(self, other: "OpenClipBackbone", upto: int) -> None:
         """Use `other`'s modules for the first `upto` blocks (same weights): memory held once."""

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", type=Path, help="results file, .jsonl or .csv (resumable); default: stdout")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="autocast dtype on CUDA")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="autocast dtype (default: bfloat16 on CUDA, float32 on CPU; bfloat16 also on CPU)")
     p.add_argument("--fsync-every", type=int, default=64, help="fsync the output every N rows")
     p.add_argument("--max-pixels", type=int, default=ImageLimits().max_pixels)
     p.add_argument("--no-progress", action="store_true")

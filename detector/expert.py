@@ -13,7 +13,9 @@ from detector.spec import ExpertSpec, HeadSpec, SpecError
 FAKE_CLASS = 1  # logits index of "AI-generated"; P(fake) = softmax(logits)[FAKE_CLASS]
 
 
-def build_head(spec: HeadSpec) -> nn.Sequential:
+def build_head(spec: HeadSpec) -> nn.Module:
+    if spec.hidden == 0:  # a linear probe (the UnivFD baseline)
+        return nn.Sequential(nn.Linear(spec.in_dim, spec.classes))
     return nn.Sequential(
         nn.Linear(spec.in_dim, spec.hidden),
         nn.ReLU(inplace=True),
@@ -49,6 +51,13 @@ class Expert(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """pixels (B, 3, S, S) -> logits (B, classes) and token features of `blocks`."""
         feature, tokens = self.backbone(pixels, self.spec.feature, blocks)
+        return self.head(feature), tokens
+
+    def forward_tail(
+        self, hidden: torch.Tensor, start: int, blocks: Sequence[int] = ()
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The same as forward, from the output of the first `start` blocks (a shared trunk's)."""
+        feature, tokens = self.backbone.forward_tail(hidden, start, self.spec.feature, blocks)
         return self.head(feature), tokens
 
     @staticmethod

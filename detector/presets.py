@@ -5,6 +5,8 @@ device, or to wrap local weights) without fetching a config from a hub.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from detector.spec import (
     CLIP_MEAN,
     CLIP_STD,
@@ -133,4 +135,26 @@ def base(version: str = "base-untrained") -> EnsembleSpec:
     )
 
 
-PRESETS = {"paper": paper, "base": base, "tiny": tiny}
+# The starter: OpenAI CLIP ViT-B/16 (converted offline: `featdistill weights import-onnx`), its
+# first 10 of 12 blocks frozen and shared, so one trunk pass serves all four experts; each expert
+# owns its last two blocks (low-rank tuned) and its head.
+STARTER_SHARED_BLOCKS = 10
+
+
+def starter(version: str = "starter-untrained") -> EnsembleSpec:
+    experts = tuple(
+        replace(clip_expert(f"starter-{tag}", "ViT-B-16-quickgelu", dim=512),
+                shared_blocks=STARTER_SHARED_BLOCKS)
+        for tag in "abcd")
+    return EnsembleSpec(experts=experts, threshold=0.5, version=version)
+
+
+def univfd(version: str = "univfd-untrained") -> EnsembleSpec:
+    """The baseline: a linear probe on the frozen CLIP ViT-B/16 embedding (UnivFD's recipe)."""
+    probe = clip_expert("univfd-probe", "ViT-B-16-quickgelu", dim=512)
+    probe = replace(probe, head=replace(probe.head, hidden=0, dropout=0.0),
+                    shared_blocks=STARTER_SHARED_BLOCKS)
+    return EnsembleSpec(experts=(probe,), threshold=0.5, version=version)
+
+
+PRESETS = {"paper": paper, "base": base, "tiny": tiny, "starter": starter, "univfd": univfd}

@@ -53,7 +53,9 @@ class PreprocessSpec:
 
 @dataclass(frozen=True)
 class HeadSpec:
-    """The paper's head: Linear(d, hidden) -> ReLU -> Dropout -> Linear(hidden, classes)."""
+    """The paper's head: Linear(d, hidden) -> ReLU -> Dropout -> Linear(hidden, classes).
+
+    hidden = 0 makes it a single Linear(d, classes): a linear probe."""
 
     in_dim: int
     hidden: int = 256

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     bundle: str = Field(description="path of the checkpoint bundle directory")
     device: str = Field("auto", description="cpu, cuda, cuda:N or auto")
     dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
-        None, description="autocast dtype on CUDA (default bfloat16)")
+        None, description="autocast dtype (default: bfloat16 on CUDA, float32 on CPU)")
     uncertain_spread: float | None = Field(
         None, ge=0, le=1, description="label 'uncertain' when the experts' P(fake) spread exceeds this")
     # Kafka
