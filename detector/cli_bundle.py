@@ -43,6 +43,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     compose.add_argument("--threshold", type=float, default=0.5)
     compose.set_defaults(func=_compose)
 
+    combine = bsub.add_parser(
+        "combine-adapters", help="put the experts of several adapter files into one adapter")
+    combine.add_argument("adapters", nargs="+", type=Path, metavar="ADAPTER")
+    combine.add_argument("--out", type=Path, required=True)
+    combine.add_argument("--version", required=True, help="model version of the ensemble")
+    combine.add_argument("--threshold", type=float, default=0.5)
+    combine.set_defaults(func=_combine_adapters)
+
+    apply = bsub.add_parser(
+        "from-adapter", help="build a full bundle from an adapter and its pretrained backbone file")
+    apply.add_argument("adapter", type=Path)
+    apply.add_argument("--backbone", type=Path, required=True,
+                       help="the pretrained backbone file the adapter was trained from")
+    apply.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    apply.set_defaults(func=_from_adapter)
+
     inspect = bsub.add_parser("inspect", help="print a bundle's manifest and verify its files")
     inspect.add_argument("bundle", type=Path)
     inspect.set_defaults(func=_inspect)
@@ -136,6 +152,32 @@ def _compose(args: argparse.Namespace) -> int:
     manifest = save_bundle(args.out, ensemble, experts, {"composed_from": sources})
     _print_sizes(_size_table(experts))
     print(f"wrote {args.out} (model version {args.version}, digest {manifest.digest[:16]})")
+    return 0
+
+
+def _combine_adapters(args: argparse.Namespace) -> int:
+    from detector.adapter import AdapterError, combine_adapters
+
+    try:
+        path = combine_adapters(args.adapters, args.out, args.version, args.threshold)
+    except AdapterError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def _from_adapter(args: argparse.Namespace) -> int:
+    from detector.adapter import build_from_adapter
+
+    if not args.backbone.is_file():
+        raise CliError(f"{args.backbone}: no such backbone file")
+    try:
+        manifest = build_from_adapter(args.adapter, args.backbone, args.out)
+    except (BundleError, SpecError) as exc:
+        raise CliError(str(exc)) from exc
+    print(json.dumps({"bundle": str(args.out), "model_version": manifest.ensemble.version,
+                      "experts": [e.name for e in manifest.ensemble.experts],
+                      "digest": manifest.digest}, indent=2))
     return 0
 
 

@@ -21,6 +21,7 @@ from detector.spec import ExpertSpec, SpecError, expert_from_dict
 from train.data import SourceConfig, SplitConfig
 from train.degrade import DegradationPolicy
 from train.samples import PrepConfig
+from train.view_bank import ViewBankConfig
 
 
 class ConfigError(ValueError):
@@ -62,6 +63,7 @@ class DataConfig:
     prep: PrepConfig = PrepConfig()  # confound breaking, both classes alike
     degrade: DegradationPolicy = DegradationPolicy()  # stage 2 forces aligned_only on it
     num_workers: int = 0  # DataLoader decoding processes
+    view_bank: ViewBankConfig = ViewBankConfig()  # train on a frozen shared trunk's cached output
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,18 @@ class StageConfig:
 
 
 @dataclass(frozen=True)
+class LowRankConfig:
+    """Train the trainable blocks' matrices as low-rank deltas (train.low_rank); 0: in full."""
+
+    rank: int = 0
+    alpha: float = 0.0  # delta scale is alpha / rank; 0: alpha = rank (scale 1)
+
+    def __post_init__(self) -> None:
+        if self.rank < 0 or self.alpha < 0:
+            raise ConfigError("low_rank: rank and alpha must be >= 0")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     expert: ExpertConfig
     data: DataConfig
@@ -101,10 +115,21 @@ class TrainConfig:
     log_every: int = 10  # optimizer steps between metrics lines
     keep_checkpoints: int = 0  # keep the last N epoch checkpoints (+ the teacher's); 0: all
     val_batch_size: int = 64
+    low_rank: LowRankConfig = LowRankConfig()
+    # autocast of training forward passes: auto is bfloat16 on CUDA, float32 on CPU
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.accumulate < 1:
             raise ConfigError("batch_size and accumulate must be >= 1")
+        if self.precision not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(f"precision must be auto, float32 or bfloat16, got {self.precision!r}")
+        if self.low_rank.rank:
+            blocks = {self.stage1.trainable_blocks} | (
+                {self.stage2.trainable_blocks} if self.stage2.epochs else set())
+            if len(blocks) != 1 or blocks & {"none"}:
+                raise ConfigError("low_rank needs the same trainable_blocks (a number or 'all') "
+                                  "in both stages: the deltas are added once, before stage 1")
         s2 = self.stage2
         if s2.epochs:
             if s2.distill_weight > 0 and not s2.distill_blocks:

@@ -52,6 +52,7 @@ class SourceConfig:
     count: int = 64  # toy only: number of images (half real)
     image_size: int = 32  # toy only: side in pixels (make it the expert's input size)
     seed: int = 0  # toy only
+    limit: int = 0  # use at most N images of this source, a fixed hash-chosen subset; 0: all
 
     def __post_init__(self) -> None:
         if self.weight <= 0:
@@ -145,7 +146,7 @@ def read_source(cfg: SourceConfig, origin: int = 0, training: bool = True) -> li
                else read_manifest(path, origin, training=training))
     if not samples:
         raise DataError(f"{path}: no images found")
-    return samples
+    return subsample(samples, cfg.limit, 0)
 
 
 def read_sources(sources: Sequence[SourceConfig]) -> list[Sample]:

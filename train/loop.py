@@ -3,8 +3,11 @@
 A stage trains the student expert; stage 2 also holds a frozen teacher and feeds the student the
 degraded view and the teacher the reference view (see train.losses). Gradients are accumulated
 over `accumulate` micro-batches (the last group of an epoch may be shorter and is scaled by its
-own size), clipped, and followed by one optimizer and one scheduler step. On CUDA the forward
-passes run under bf16 autocast; on CPU everything is float32.
+own size), clipped, and followed by one optimizer and one scheduler step. The forward passes run
+under the configured autocast (precision "auto": bf16 on CUDA, float32 on CPU).
+
+Batches carry either pixels or, from a view bank (train.view_bank), the frozen shared trunk's
+output as "hidden": then only the expert's tail blocks and head run.
 """
 from __future__ import annotations
 
@@ -53,8 +56,22 @@ def make_scheduler(optimizer, cfg: StageConfig, total_steps: int):
         optimizer, warmup_cosine(cfg.warmup_steps, total_steps, cfg.min_lr_ratio))
 
 
-def autocast_for(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+def autocast_for(device: torch.device, precision: str = "auto"):
+    if precision == "bfloat16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def run_expert(model: Expert, batch: dict[str, Any], device: torch.device, blocks=(),
+               reference: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The expert on a batch's pixels, or on its banked trunk output; `reference` reads the
+    reference view instead (stage 2's teacher input)."""
+    if "hidden" in batch:
+        hidden = batch["reference_hidden" if reference else "hidden"]
+        return model.forward_tail(hidden.to(device, non_blocking=True).float(),
+                                  model.spec.shared_blocks, blocks)
+    pixels = batch["reference" if reference else "pixels"]
+    return model(pixels.to(device, non_blocking=True), blocks)
 
 
 class MetricsLog:
@@ -94,19 +111,19 @@ class Stage:
     clip_grad: float = 0.0
     teacher: Expert | None = None
     blocks: list[int] = field(default_factory=list)  # distilled blocks (0-based)
+    precision: str = "auto"
 
 
 def _forward(stage: Stage, batch: dict[str, Any]):
-    pixels = batch["pixels"].to(stage.device, non_blocking=True)
     labels = batch["label"].to(stage.device, non_blocking=True)
-    with autocast_for(stage.device):
+    with autocast_for(stage.device, stage.precision):
         if stage.teacher is None:
-            logits, _ = stage.model(pixels)
+            logits, _ = run_expert(stage.model, batch, stage.device)
             return stage_loss(logits, labels)
-        logits, student_tokens = stage.model(pixels, stage.blocks)
+        logits, student_tokens = run_expert(stage.model, batch, stage.device, stage.blocks)
         with torch.no_grad():
-            reference = batch["reference"].to(stage.device, non_blocking=True)
-            _, teacher_tokens = stage.teacher(reference, stage.blocks)
+            _, teacher_tokens = run_expert(stage.teacher, batch, stage.device, stage.blocks,
+                                           reference=True)
     return stage_loss(logits, labels, student_tokens, teacher_tokens, stage.cfg.distill_weight)
 
 
@@ -161,16 +178,15 @@ def run_epoch(stage: Stage, epoch: int, step: int, log: MetricsLog, log_every: i
 
 
 @torch.no_grad()
-def predict(model: Expert, loader: DataLoader,
-            device: torch.device) -> tuple[np.ndarray, np.ndarray, float]:
+def predict(model: Expert, loader: DataLoader, device: torch.device,
+            precision: str = "auto") -> tuple[np.ndarray, np.ndarray, float]:
     """(labels, P(fake), mean cross-entropy) over a loader, model in eval mode."""
     model.eval()
     labels, probs, losses = [], [], []
     for batch in loader:
-        pixels = batch["pixels"].to(device)
         y = batch["label"].to(device)
-        with autocast_for(device):
-            logits, _ = model(pixels)
+        with autocast_for(device, precision):
+            logits, _ = run_expert(model, batch, device)
         losses.append(float(classification_loss(logits, y)) * len(y))
         probs.append(Expert.prob_fake(logits).cpu().numpy())
         labels.append(y.cpu().numpy())
@@ -181,9 +197,9 @@ def predict(model: Expert, loader: DataLoader,
 
 
 def validate(model: Expert, loader: DataLoader | None, device: torch.device,
-             threshold: float) -> dict[str, Any]:
+             threshold: float, precision: str = "auto") -> dict[str, Any]:
     if loader is None:
         return {}
-    labels, probs, ce = predict(model, loader, device)
+    labels, probs, ce = predict(model, loader, device, precision)
     return {"val_auc": roc_auc(labels, probs), "val_acc": accuracy(labels, probs, threshold),
             "val_ce": ce, "val_images": int(len(labels))}

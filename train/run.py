@@ -17,17 +17,20 @@ from typing import Any
 
 import torch
 
-from detector.bundle import save_bundle
+from detector.adapter import save_adapter
+from detector.bundle import save_bundle, sha256_file
 from detector.expert import Expert
 from detector.service import resolve_device
 from detector.spec import EnsembleSpec
 from train import checkpoint as ckpt
 from train.config import TrainConfig, to_dict
 from train.data import Split, describe, read_sources, sampling_weights, split_samples
-from train.freeze import apply_trainable, freeze
+from train.freeze import apply_trainable, freeze, trainable_names
 from train.loop import MetricsLog, Stage, make_optimizer, make_scheduler, run_epoch, validate
 from train.losses import resolve_blocks
-from train.samples import EpochSampler, ViewDataset, make_loader
+from train.low_rank import add_low_rank, freeze_originals, low_rank_deltas, merge
+from train.samples import NO_DEGRADATION, EpochSampler, ViewDataset, make_loader
+from train.view_bank import BankDataset, build_bank
 
 # Settings that may change between an interrupted run and its resume without changing the result.
 _RESUMABLE_CHANGES = {"out_dir", "device", "log_every", "keep_checkpoints", "val_batch_size"}
@@ -52,6 +55,9 @@ def build_expert(config: TrainConfig) -> Expert:
         # A transformers model folder is the authority on its architecture: record it in the spec.
         backbone = dataclasses.replace(spec.backbone, config=config_dict)
         expert.spec = dataclasses.replace(spec, backbone=backbone)
+    if config.low_rank.rank:
+        lr = config.low_rank
+        add_low_rank(expert, config.stage1.trainable_blocks, lr.rank, lr.alpha or lr.rank)
     return expert
 
 
@@ -61,33 +67,83 @@ def _comparable(config: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in _RESUMABLE_CHANGES}
 
 
-def _stage_loader(config: TrainConfig, split: Split, spec, two_views: bool):
-    policy = config.data.degrade
-    if two_views:
-        policy = dataclasses.replace(policy, aligned_only=True)
+@dataclass(frozen=True)
+class Banks:
+    """View banks (train.view_bank) of the training and validation images."""
+
+    train: Any
+    val: Any
+
+
+def _check_bank_fits(config: TrainConfig, model: Expert) -> None:
+    """Everything that trains must lie after the banked trunk, or the bank would be stale."""
+    shared, n = model.spec.shared_blocks, model.backbone.num_blocks()
+    if shared <= 0:
+        raise RunError("data.view_bank needs an expert whose spec sets shared_blocks > 0")
+    for name, cfg in (("stage1", config.stage1), ("stage2", config.stage2)):
+        tb = cfg.trainable_blocks
+        if cfg.epochs and (tb == "all" or (tb != "none" and int(tb) > n - shared)):
+            raise RunError(f"{name}.trainable_blocks={tb!r} reaches into the {shared} shared "
+                           f"blocks of the view bank: at most {n - shared}")
+        if cfg.epochs and any(b < shared for b in resolve_blocks(cfg.distill_blocks, n)):
+            raise RunError(f"{name}.distill_blocks must be at or after block {shared}")
+
+
+def make_banks(config: TrainConfig, split: Split, model: Expert, run_dir: Path,
+               device: torch.device) -> Banks | None:
+    vb = config.data.view_bank
+    if not vb.views:
+        return None
+    _check_bank_fits(config, model)
+    folder = Path(vb.dir) if vb.dir else run_dir / "view-bank"
+    common = dict(dtype=vb.dtype, batch_size=vb.batch_size, num_workers=config.data.num_workers,
+                  device=device, seed=vb.seed)
+    policy = dataclasses.replace(config.data.degrade, aligned_only=True)
+    train_bank = build_bank(split.train, model, vb.views, folder, prep=config.data.prep,
+                            policy=policy, name="train", **common)
+    val_bank = (build_bank(split.val, model, 1, folder, policy=NO_DEGRADATION, name="val", **common)
+                if split.val else None)
+    return Banks(train_bank, val_bank)
+
+
+def _stage_loader(config: TrainConfig, split: Split, spec, two_views: bool, banks: Banks | None):
     weights = sampling_weights(split.train, [s.weight for s in config.data.sources], config.data.balance)
-    dataset = ViewDataset(split.train, spec.preprocess, policy, config.data.prep, config.seed, two_views)
+    if banks is not None:
+        dataset = BankDataset(banks.train, split.train, config.seed, two_views)
+        workers = 0  # a memmap read: nothing worth a process
+    else:
+        policy = config.data.degrade
+        if two_views:
+            policy = dataclasses.replace(policy, aligned_only=True)
+        dataset = ViewDataset(split.train, spec.preprocess, policy, config.data.prep, config.seed,
+                              two_views)
+        workers = config.data.num_workers
     sampler = EpochSampler(len(dataset), config.data.samples_per_epoch, weights, config.seed)
-    return make_loader(dataset, config.batch_size, config.data.num_workers, sampler, config.seed)
+    return make_loader(dataset, config.batch_size, workers, sampler, config.seed)
 
 
-def _val_loader(config: TrainConfig, split: Split, spec):
+def _val_loader(config: TrainConfig, split: Split, spec, banks: Banks | None):
     if not split.val:
         return None
+    if banks is not None:
+        return make_loader(BankDataset(banks.val, split.val), config.val_batch_size, 0)
     return make_loader(ViewDataset(split.val, spec.preprocess), config.val_batch_size,
                        config.data.num_workers, seed=config.seed)
 
 
 def setup_stage(name: str, config: TrainConfig, model: Expert, split: Split,
-                 run_dir: Path, device: torch.device) -> Stage:
+                run_dir: Path, device: torch.device, banks: Banks | None = None) -> Stage:
     cfg = config.stage1 if name == "stage1" else config.stage2
     params = apply_trainable(model, cfg.trainable_blocks)
+    if config.low_rank.rank:
+        freeze_originals(model)
+        params = [p for p in model.parameters() if p.requires_grad]
     two_views = name == "stage2" and cfg.distill_weight > 0
-    loader = _stage_loader(config, split, model.spec, two_views)
+    loader = _stage_loader(config, split, model.spec, two_views, banks)
     optimizer = make_optimizer(params, cfg)
     steps = cfg.epochs * -(-len(loader) // config.accumulate)
     stage = Stage(name, cfg, model, optimizer, make_scheduler(optimizer, cfg, steps), loader, device,
-                  config.accumulate, config.clip_grad)
+                  config.accumulate, config.clip_grad, precision=config.precision)
     if two_views:
         teacher = copy.deepcopy(model)  # a copy, not a rebuild: building would draw from the RNG
         teacher.load_state_dict(ckpt.load_checkpoint(run_dir, config.teacher_epoch)["model"])
@@ -128,13 +184,14 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> Run
     model.to(device)
     if config.stage2.epochs and config.teacher_epoch == 0 and 0 not in ckpt.saved_epochs(run_dir):
         ckpt.save_checkpoint(run_dir, 0, model=model.state_dict(), step=0)
-    val_loader = _val_loader(config, split, model.spec)
+    banks = make_banks(config, split, model, run_dir, device)
+    val_loader = _val_loader(config, split, model.spec, banks)
     stages = [("stage1", 1, config.stage1.epochs),
               ("stage2", config.stage1.epochs + 1, config.stage1.epochs + config.stage2.epochs)]
     for name, first, last in stages:
         if last < first or last <= done:
             continue
-        stage = setup_stage(name, config, model, split, run_dir, device)
+        stage = setup_stage(name, config, model, split, run_dir, device, banks)
         if state is not None:
             if first <= done:  # resuming inside this stage: its optimizer and schedule go on
                 stage.optimizer.load_state_dict(state["optimizer"])
@@ -144,7 +201,7 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> Run
         for epoch in range(max(first, done + 1), last + 1):
             step, means = run_epoch(stage, epoch, step, log, config.log_every)
             record = {"event": "epoch", "stage": name, "epoch": epoch, "step": step, **means,
-                      **validate(model, val_loader, device, config.threshold)}
+                      **validate(model, val_loader, device, config.threshold, config.precision)}
             log.write(record)
             ckpt.save_checkpoint(run_dir, epoch, model=model.state_dict(),
                                  optimizer=stage.optimizer.state_dict(),
@@ -158,9 +215,10 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> Run
 
 def export(config: TrainConfig, model: Expert, split: Split, history: list[dict[str, Any]],
            out: Path) -> Path:
-    """Write the trained expert as a one-expert bundle, with what made it in the provenance."""
+    """Write the trained expert as a one-expert bundle, with what made it in the provenance; with
+    low-rank deltas on a pretrained backbone file, also its adapter (adapter.safetensors beside
+    the bundle folder: detector.adapter)."""
     model = model.to("cpu").eval()
-    ensemble = EnsembleSpec((model.spec,), config.threshold, config.version)
     train_gens = describe(split.train)["generators"]
     provenance = {
         "trainer": "featdistill train",
@@ -173,5 +231,22 @@ def export(config: TrainConfig, model: Expert, split: Split, history: list[dict[
                    "teacher_epoch": config.teacher_epoch if config.stage2.epochs else None},
         "metrics": {"final": history[-1] if history else {}, "history": history},
     }
-    save_bundle(out, ensemble, [model], provenance)
+    merged = merge(copy.deepcopy(model))
+    ensemble = EnsembleSpec((merged.spec,), config.threshold, config.version)
+    pretrained = Path(config.expert.pretrained) if config.expert.pretrained else None
+    if config.low_rank.rank and pretrained is not None and pretrained.is_file():
+        export_adapter(config, model, merged, ensemble, pretrained, out.parent / "adapter.safetensors",
+                       provenance)
+    save_bundle(out, ensemble, [merged], provenance)
     return out
+
+
+def export_adapter(config: TrainConfig, model: Expert, merged: Expert, ensemble: EnsembleSpec,
+                   backbone_file: Path, path: Path, provenance: dict[str, Any]) -> Path:
+    """The expert as its changes to `backbone_file`: low-rank pairs for the adapted matrices
+    (scale folded into b), whole tensors for the head and the tuned blocks' other parameters."""
+    deltas = {f"backbone.{name}": (d.a, d.b * d.scale) for name, d in low_rank_deltas(model).items()}
+    tuned = {f"backbone.{n}" for n in trainable_names(merged, config.stage1.trainable_blocks)}
+    state = merged.state_dict()
+    whole = {k: v for k, v in state.items() if k.startswith("head.") or (k in tuned and k not in deltas)}
+    return save_adapter(path, ensemble, [whole], [deltas], sha256_file(backbone_file), provenance)

@@ -1,0 +1,167 @@
+"""A view bank: the frozen shared trunk's output, computed once for a fixed set of views per image.
+
+When an expert's first `shared_blocks` blocks are frozen (they are shared with the other experts
+at inference), every training step would push each image through them again for nothing but
+fresh augmentation. On a CPU that trunk is most of the cost, so instead each training image gets
+`views` fixed views: view 0 is the prepared image (confound breaking only) and views 1.. are it
+through the aligned degradation policy, each with its own draw. Their trunk outputs are stored
+once as float16 (N, views, tokens, width) in a .npy file; the stages then train only the tail
+blocks and the head on them. Stage 1 draws any view; stage 2 draws a degraded view for the
+student and gives view 0 to the teacher, so token i of both covers the same area.
+
+The trade: augmentation is limited to `views` draws per image instead of a new one each epoch.
+
+A bank's file name is a digest of everything its contents depend on (image keys, preprocessing,
+backbone spec and trunk weights, views, prep, policy, seed), so experts trained on the same data
+reuse one bank and a changed input can never be served stale features.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from detector.expert import Expert
+from detector.preprocess import to_tensor
+from train.data import Sample
+from train.degrade import DegradationPolicy, apply_ops
+from train.samples import NO_DEGRADATION, PrepConfig, open_sample, prepare
+
+
+@dataclass(frozen=True)
+class ViewBankConfig:
+    views: int = 0  # views per training image (1 reference + views-1 degraded); 0: no bank
+    dir: str = ""  # where banks are kept and reused; "": <run folder>/view-bank
+    dtype: str = "bfloat16"  # autocast dtype of the trunk pass that fills the bank ("float32": exact)
+    batch_size: int = 32
+    seed: int = 0  # seed of the views' preparation and degradation (experts may share a bank)
+
+    def __post_init__(self) -> None:
+        if self.views < 0 or self.batch_size < 1:
+            raise ValueError("view_bank: views must be >= 0 and batch_size >= 1")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"view_bank.dtype must be float32 or bfloat16, got {self.dtype!r}")
+
+
+class _ViewSource(Dataset):
+    """Item i: (views, 3, S, S), the reference view then the degraded ones."""
+
+    def __init__(self, samples, preprocess, views, prep, policy, seed) -> None:
+        self.samples, self.preprocess, self.views = list(samples), preprocess, views
+        self.prep, self.policy, self.seed = prep, policy, seed
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        sample = self.samples[i]
+        rng = np.random.default_rng([self.seed, zlib.crc32(sample.key.encode())])
+        try:
+            img = open_sample(sample)
+        except (ValueError, OSError) as exc:
+            raise RuntimeError(f"{sample.path}: cannot read training image ({exc})") from exc
+        reference = prepare(img, self.prep, self.preprocess.size, rng)
+        views = [reference] + [apply_ops(reference, self.policy.sample(rng), rng)
+                               for _ in range(self.views - 1)]
+        return torch.stack([to_tensor(v, self.preprocess) for v in views])
+
+
+def trunk_digest(expert: Expert, upto: int) -> str:
+    h = hashlib.sha256()
+    for module in expert.backbone.trunk_modules(upto):
+        tensors = [module] if isinstance(module, torch.Tensor) else module.state_dict().values()
+        for t in tensors:
+            h.update(t.detach().cpu().float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def bank_key(samples: Sequence[Sample], expert: Expert, views: int, prep: PrepConfig,
+             policy: DegradationPolicy, seed: int, trunk: str) -> str:
+    parts = {"keys": [s.key for s in samples], "preprocess": asdict(expert.spec.preprocess),
+             "backbone": asdict(expert.spec.backbone), "upto": expert.spec.shared_blocks,
+             "views": views, "prep": asdict(prep), "policy": asdict(policy), "seed": seed,
+             "trunk": trunk, "format": 1}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def build_bank(samples: Sequence[Sample], expert: Expert, views: int, folder: Path, *,
+               prep: PrepConfig = PrepConfig(), policy: DegradationPolicy = NO_DEGRADATION,
+               seed: int = 0, dtype: str = "bfloat16", batch_size: int = 32,
+               num_workers: int = 0, device: torch.device = torch.device("cpu"),
+               name: str = "bank") -> np.ndarray:
+    """The bank of `samples` as a read-only memmap (N, views, tokens, width), built if missing."""
+    upto = expert.spec.shared_blocks
+    if upto <= 0:
+        raise ValueError(f"expert {expert.spec.name!r} shares no trunk (shared_blocks = 0)")
+    if views > 1 and not policy.aligned_only:
+        raise ValueError("a view bank's degraded views must come from an aligned_only policy")
+    key = bank_key(samples, expert, views, prep, policy, seed, trunk_digest(expert, upto))
+    path = Path(folder) / f"{name}-{key}.npy"
+    if path.exists():
+        return np.load(path, mmap_mode="r")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    loader = DataLoader(_ViewSource(samples, expert.spec.preprocess, views, prep, policy, seed),
+                        batch_size=max(1, batch_size // views), num_workers=num_workers)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    out = None
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bfloat16"
+                else torch.autocast(device.type, enabled=False))
+    expert.eval()
+    row = 0
+    # no_grad, not inference_mode: under inference_mode, CPU bf16 autocast ran 3x slower here.
+    with torch.no_grad(), autocast:
+        for batch in tqdm(loader, desc=f"view bank {name} ({len(samples)} images x {views})",
+                          disable=None, dynamic_ncols=True):
+            b = batch.shape[0]
+            hidden = expert.backbone.forward_trunk(batch.flatten(0, 1).to(device), upto)
+            hidden = hidden.float().reshape(b, views, *hidden.shape[1:]).cpu().numpy()
+            if out is None:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
+                                                shape=(len(samples), *hidden.shape[1:]))
+            out[row : row + b] = hidden
+            row += b
+    if out is None:
+        raise ValueError(f"view bank {name}: no images")
+    out.flush()
+    del out
+    os.replace(tmp, path)  # atomic: a crash mid-build leaves no half bank under the final name
+    return np.load(path, mmap_mode="r")
+
+
+class BankDataset(Dataset):
+    """Items as ViewDataset's, with trunk outputs in place of pixels: {"hidden", "label", "index"}
+    (+ "reference_hidden", view 0, in two-view mode, where "hidden" is a degraded view)."""
+
+    def __init__(self, bank: np.ndarray, samples: Sequence[Sample], seed: int = 0,
+                 two_views: bool = False) -> None:
+        if len(bank) != len(samples):
+            raise ValueError(f"bank holds {len(bank)} images, the split {len(samples)}")
+        if two_views and bank.shape[1] < 2:
+            raise ValueError("two-view (distillation) training needs a bank with views >= 2")
+        self.bank, self.labels = bank, [s.label for s in samples]
+        self.seed, self.two_views = seed, two_views
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, item: Any) -> dict[str, Any]:
+        index, epoch, position = item if isinstance(item, tuple) else (int(item), 0, int(item))
+        rng = np.random.default_rng([self.seed, epoch, position])
+        views = self.bank.shape[1]
+        view = int(rng.integers(1, views)) if self.two_views else int(rng.integers(0, views))
+        if not isinstance(item, tuple):
+            view = 0  # plain index (validation): the reference view
+        out = {"hidden": torch.from_numpy(np.array(self.bank[index, view])),
+               "label": self.labels[index], "index": index}
+        if self.two_views:
+            out["reference_hidden"] = torch.from_numpy(np.array(self.bank[index, 0]))
+        return out
