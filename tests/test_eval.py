@@ -94,11 +94,11 @@ def test_eval_writes_report_files_with_sane_values(tmp_path, data):
     bundle = _bundle(tmp_path / "b")
     out = tmp_path / "report"
     assert main(["eval", "--bundle", str(bundle), "--data", str(data), "--out", str(out),
-                 "--degrade", "blur,compression", "--levels", "mild,severe"]) == 0
+                 "--degrade", "blur,compression", "--levels", "mild,severe", "--jpeg", "30"]) == 0
     doc = json.loads((out / "report.json").read_text())
     b = doc["bundles"][0]
-    assert doc["conditions"] == ["clean", "blur/mild", "blur/severe", "compression/mild",
-                                 "compression/severe"]
+    assert doc["conditions"] == ["clean", "jpeg/q30", "blur/mild", "blur/severe",
+                                 "compression/mild", "compression/severe"]
     overall = b["overall"]
     assert overall["ensemble"]["n_real"] == 12 and overall["ensemble"]["n_fake"] == 12
     assert set(overall["experts"]) == {"clip-tiny-a", "siglip-tiny-a"}
@@ -107,12 +107,13 @@ def test_eval_writes_report_files_with_sane_values(tmp_path, data):
         assert m["best_acc"] >= m["acc"] - 1e-12
     assert set(b["per_generator"]) == {"toy-checker", "toy-stripes"}
     assert b["per_generator"]["toy-checker"]["ensemble"]["n_fake"] == 6
-    assert [(r["family"], r["level"]) for r in b["robustness"]] == [
+    assert [(r["family"], r["level"]) for r in b["robustness"]] == [("jpeg", "q30"),
         ("blur", "mild"), ("blur", "severe"), ("compression", "mild"), ("compression", "severe")]
     for name in ("roc.png", "robustness.png"):
         assert (out / name).read_bytes()[:8] == PNG
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "compression/severe" in page
+    assert "q30" in page
     assert "| ensemble |" in (out / "report.md").read_text()
 
 
@@ -172,3 +173,19 @@ def test_eval_argument_errors(tmp_path, data, capsys):
     assert main(base + ["--bundle", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert "--loo" in err and "sparkles" in err and "manifest.json" in err
+
+
+def test_jpeg_condition_is_plain_jpeg_at_that_quality():
+    from PIL import Image
+
+    from train.evaluate import JPEG, degrade_family, make_conditions
+
+    assert [c.name for c in make_conditions([], jpeg_qualities=[30, 75])] == [
+        "clean", "jpeg/q30", "jpeg/q75"]
+    with pytest.raises(ValueError, match="1..100"):
+        make_conditions([], jpeg_qualities=[0])
+    img = Image.effect_noise((64, 64), 60).convert("RGB")
+    low = np.asarray(degrade_family(img, JPEG, "q30", np.random.default_rng(0)), dtype=float)
+    high = np.asarray(degrade_family(img, JPEG, "q95", np.random.default_rng(0)), dtype=float)
+    ref = np.asarray(img, dtype=float)
+    assert np.abs(low - ref).mean() > np.abs(high - ref).mean() > 0

@@ -37,6 +37,8 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--degrade", default="", metavar="FAMILIES",
                    help="robustness table over these degradation families (comma list, or 'all')")
     p.add_argument("--levels", default="mild,medium,severe", help="levels for --degrade")
+    p.add_argument("--jpeg", default="", metavar="QUALITIES",
+                   help="also score plain JPEG re-encoding at these qualities, e.g. 30,50")
     p.add_argument("--loo", action="store_true",
                    help="score each bundle only on what its training split held out, and table "
                         "its held-out generators (rebuilt from the bundle's provenance)")
@@ -46,6 +48,8 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-workers", type=int, default=0, help="decoding processes")
     p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                   help="autocast dtype (default: bfloat16 on CUDA, float32 on CPU)")
     p.add_argument("--seed", type=int, default=0, help="seed of the degradations")
     p.add_argument("--limit", type=int, default=0, help="score at most N images (seeded subset)")
     p.set_defaults(func=run_eval)
@@ -99,7 +103,7 @@ def _evaluate_one(path: Path, samples, conditions, args, threshold_fpr: float | 
     from train.evaluate import score, summarize
     from train.metrics import threshold_at_fpr
 
-    detector = Detector.load(path, device=args.device)
+    detector = Detector.load(path, device=args.device, dtype=args.dtype)
     probs = score(detector, samples, conditions, args.batch_size, args.num_workers, args.seed)
     names = [e.spec.name for e in detector.experts]
     threshold, note = detector.threshold, None
@@ -128,7 +132,8 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         samples = subsample(read_source(SourceConfig(path=str(args.data)), training=False), args.limit, args.seed)
         fams = families() if args.degrade == "all" else _split_list(args.degrade)
-        conditions = make_conditions(fams, _split_list(args.levels))
+        conditions = make_conditions(fams, _split_list(args.levels),
+                                     [int(q) for q in _split_list(args.jpeg)])
         doc = {"data": str(args.data), "seed": args.seed, "conditions": [c.name for c in conditions],
                "bundles": [], "loo": []}
         for path in args.bundle:

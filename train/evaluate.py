@@ -1,7 +1,8 @@
 """Scoring a bundle on labelled data, clean and under degradations, and summarising the numbers.
 
-A condition is "clean" or (family, level): every image gets one operation of that family of the
-degradation catalogue at that level (mild, medium or severe), the operation and its random
+A condition is "clean", ("jpeg", "q<N>"): plain JPEG re-encoding at quality N (the challenge's
+usual yardstick, e.g. q30), or (family, level): every image gets one operation of that family of
+the degradation catalogue at that level (mild, medium or severe), the operation and its random
 parameters drawn from a generator seeded by (seed, image key, condition), so a re-run or a subset
 sees the same degraded pixels. Degradations apply to the decoded image at its own size, as they
 would in the wild, before the expert's preprocessing.
@@ -24,7 +25,7 @@ from detector.preprocess import to_tensor
 from detector.service import Detector
 from train.data import Sample, heldout
 from train.degrade import OPERATIONS
-from train.loop import autocast_for
+from train.degrade_ops import jpeg as jpeg_at
 from train.metrics import binary_metrics, roc_curve
 from train.samples import open_sample
 
@@ -46,7 +47,15 @@ class Condition:
         return f"{self.family}/{self.level}" if self.family else "clean"
 
 
-def make_conditions(family_names: Sequence[str], levels: Sequence[str] = LEVELS) -> list[Condition]:
+JPEG = "jpeg"  # the family name of fixed-quality JPEG conditions (not a catalogue family)
+
+
+def make_conditions(family_names: Sequence[str], levels: Sequence[str] = LEVELS,
+                    jpeg_qualities: Sequence[int] = ()) -> list[Condition]:
+    bad_q = [q for q in jpeg_qualities if not 1 <= int(q) <= 100]
+    if bad_q:
+        raise ValueError(f"JPEG qualities must be in 1..100, got {bad_q}")
+    jpeg = [Condition(JPEG, f"q{int(q)}") for q in jpeg_qualities]
     known = families()
     unknown = sorted(set(family_names) - set(known))
     if unknown:
@@ -54,10 +63,12 @@ def make_conditions(family_names: Sequence[str], levels: Sequence[str] = LEVELS)
     bad = sorted(set(levels) - set(LEVELS))
     if bad:
         raise ValueError(f"unknown levels {bad}; use {list(LEVELS)}")
-    return [Condition()] + [Condition(f, lv) for f in family_names for lv in levels]
+    return [Condition(), *jpeg] + [Condition(f, lv) for f in family_names for lv in levels]
 
 
 def degrade_family(img, family: str, level: str, rng: np.random.Generator):
+    if family == JPEG:
+        return jpeg_at(img.convert("RGB"), int(level[1:]), rng)
     ops = [op for op in OPERATIONS.values() if op.family == family]
     op = ops[int(rng.integers(len(ops)))]
     return op(img.convert("RGB"), op.level_index(level), rng)
@@ -92,22 +103,20 @@ class ConditionDataset(Dataset):
         return {"tensors": [torch.stack(t) for t in per_spec], "index": i}
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def score(detector: Detector, samples: Sequence[Sample], conditions: Sequence[Condition],
           batch_size: int = 32, num_workers: int = 0, seed: int = 0) -> np.ndarray:
-    """P(fake) of shape (n_conditions, n_experts, n_samples)."""
-    specs = list(dict.fromkeys(e.spec.preprocess for e in detector.experts))
+    """P(fake) of shape (n_conditions, n_experts, n_samples), through the Detector's own batched
+    path (shared trunks run once, its dtype)."""
+    specs = detector.preprocess_specs
     dataset = ConditionDataset(samples, conditions, specs, seed)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
     out = np.zeros((len(conditions), len(detector.experts), len(samples)), dtype=np.float64)
     for batch in tqdm(loader, desc="eval", disable=None, leave=False, dynamic_ncols=True):
         index = batch["index"].numpy()
-        for e, expert in enumerate(detector.experts):
-            pixels = batch["tensors"][specs.index(expert.spec.preprocess)]
-            for c in range(len(conditions)):
-                with autocast_for(detector.device):
-                    logits, _ = expert(pixels[:, c].to(detector.device))
-                out[c, e, index] = expert.prob_fake(logits).cpu().numpy()
+        for c in range(len(conditions)):
+            inputs = {spec: batch["tensors"][j][:, c] for j, spec in enumerate(specs)}
+            out[c][:, index] = detector.probabilities_of(inputs).numpy()
     return out
 
 
