@@ -4,16 +4,19 @@ A bundle holds every weight (hundreds of MB for ViT-B experts). An expert fine-t
 low-rank deltas on a few blocks differs from its pretrained backbone by well under a million
 numbers; an adapter file keeps just those, so trained experts can be shipped or committed
 without the backbone, whose licence and size are someone else's. Applying it needs the very
-backbone file it was trained from: the file's SHA-256 is recorded and checked.
+backbone weights it was trained from: a SHA-256 of the backbone file's tensors (names, dtypes,
+shapes and bytes; not of the file, whose metadata may differ between two conversions of the
+same weights) is recorded and checked.
 
 One safetensors file. Metadata: "format", "ensemble" (the bundle manifest's expert specs, version,
-threshold), "backbone_sha256", "provenance". Tensors, per expert name E:
+threshold), "backbone_sha256" (the tensors digest), "provenance". Tensors, per expert name E:
   E::<param>            a tensor replaced whole (heads, biases, norms of the tuned blocks);
   E::<param>::lora_a/b  a low-rank delta: weight = base + lora_b @ lora_a (scale folded in b).
 """
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -32,6 +35,19 @@ _SEP = "::"
 
 class AdapterError(BundleError):
     """An adapter file that cannot be read or does not fit the backbone it is applied to."""
+
+
+def tensors_sha256(path: str | Path) -> str:
+    """SHA-256 over a weights file's tensors in name order: identical weights, identical digest."""
+    from open_clip.factory import load_state_dict
+
+    h = hashlib.sha256()
+    state = load_state_dict(str(path))
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def save_adapter(path: str | Path, ensemble: EnsembleSpec,
@@ -109,9 +125,9 @@ def build_from_adapter(adapter: str | Path, backbone: str | Path, out_dir: str |
     """Apply an adapter to the backbone file it was made from and write a full bundle."""
     ensemble, per_expert, meta = read_adapter(adapter)
     if check_digest:
-        digest = sha256_file(Path(backbone))
+        digest = tensors_sha256(backbone)
         if digest != meta.get("backbone_sha256"):
-            raise AdapterError(f"{backbone}: SHA-256 {digest[:12]}... is not the backbone the "
+            raise AdapterError(f"{backbone}: weights digest {digest[:12]}... is not the backbone the "
                                f"adapter was trained from ({str(meta.get('backbone_sha256'))[:12]}...)")
     experts = []
     base = None

@@ -183,3 +183,12 @@ def test_linear_probe_head():
     from detector.presets import univfd
     head = Expert.build(univfd().experts[0]).head
     assert [type(m).__name__ for m in head] == ["Linear"]
+
+
+def test_adapter_accepts_the_same_weights_saved_with_other_metadata(run, pretrained, tmp_path):
+    from safetensors.torch import load_file
+
+    resaved = tmp_path / "resaved.safetensors"
+    save_file(load_file(str(pretrained)), str(resaved), metadata={"note": "converted again"})
+    assert resaved.read_bytes() != pretrained.read_bytes()
+    build_from_adapter(run / "adapter.safetensors", resaved, tmp_path / "bundle")

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from detector.adapter import save_adapter
-from detector.bundle import save_bundle, sha256_file
+from detector.adapter import save_adapter, tensors_sha256
+from detector.bundle import save_bundle
 from detector.expert import Expert
 from detector.service import resolve_device
 from detector.spec import EnsembleSpec
@@ -249,4 +249,4 @@ def export_adapter(config: TrainConfig, model: Expert, merged: Expert, ensemble:
     tuned = {f"backbone.{n}" for n in trainable_names(merged, config.stage1.trainable_blocks)}
     state = merged.state_dict()
     whole = {k: v for k, v in state.items() if k.startswith("head.") or (k in tuned and k not in deltas)}
-    return save_adapter(path, ensemble, [whole], [deltas], sha256_file(backbone_file), provenance)
+    return save_adapter(path, ensemble, [whole], [deltas], tensors_sha256(backbone_file), provenance)
