@@ -163,4 +163,8 @@ def combine_adapters(paths: Sequence[str | Path], out: str | Path, version: str,
         ensemble = EnsembleSpec(tuple(specs), threshold, version)
     except SpecError as exc:
         raise AdapterError(str(exc)) from exc
-    return save_adapter(out, ensemble, tensors, deltas, digests.pop(), {"experts": provenance})
+    combined: dict[str, Any] = {"experts": provenance}
+    datas = [p.get("data") for p in provenance.values()]
+    if datas and datas[0] is not None and all(d == datas[0] for d in datas):
+        combined["data"] = datas[0]  # one training split for all: `eval --loo` can rebuild it
+    return save_adapter(out, ensemble, tensors, deltas, digests.pop(), combined)

@@ -104,6 +104,7 @@ def test_adapter_rebuilds_the_exported_bundle(run, pretrained, tmp_path):
     ensemble, tensors, meta = read_adapter(adapter)
     assert [e.name for e in ensemble.experts] == ["clip-banked"]
     assert any(k.endswith("::lora_a") for k in tensors["clip-banked"])
+    assert not any(".resblocks.0." in k for k in tensors["clip-banked"])  # the trunk is not in it
     assert adapter.stat().st_size < 0.5 * sum(p.stat().st_size for p in (run / "bundle").glob("*.safetensors"))
     assert main(["bundle", "from-adapter", str(adapter), "--backbone", str(pretrained),
                  "--out", str(tmp_path / "rebuilt")]) == 0
@@ -130,13 +131,14 @@ def test_combined_adapters_make_one_ensemble(run, pretrained, tmp_path):
     spec = dataclasses.replace(ensemble.experts[0], name="clip-banked-2")
     whole = {k: v for k, v in tensors["clip-banked"].items() if "::" not in k}
     save_adapter(second, dataclasses.replace(ensemble, experts=(spec,)), [whole], [{}],
-                 meta["backbone_sha256"])
+                 meta["backbone_sha256"], json.loads(meta["provenance"]))
     out = tmp_path / "both.safetensors"
     assert main(["bundle", "combine-adapters", str(run / "adapter.safetensors"), str(second),
                  "--out", str(out), "--version", "two", "--threshold", "0.4"]) == 0
     manifest = build_from_adapter(out, pretrained, tmp_path / "bundle")
     assert [e.name for e in manifest.ensemble.experts] == ["clip-banked", "clip-banked-2"]
     assert manifest.ensemble.threshold == 0.4
+    assert manifest.provenance["data"]["split"]["kind"] == "ratio"  # eval --loo can rebuild it
     detector = Detector.load(tmp_path / "bundle")
     assert detector.groups == [[0, 1]]  # shared trunk recognised: one pass for both
 
@@ -192,3 +194,12 @@ def test_adapter_accepts_the_same_weights_saved_with_other_metadata(run, pretrai
     save_file(load_file(str(pretrained)), str(resaved), metadata={"note": "converted again"})
     assert resaved.read_bytes() != pretrained.read_bytes()
     build_from_adapter(run / "adapter.safetensors", resaved, tmp_path / "bundle")
+
+
+def test_head_only_run_exports_a_head_only_adapter(pretrained, tmp_path):
+    args = _args(pretrained, tmp_path / "banks", "--set", "low_rank={rank: 0}",
+                 "--set", "stage1.trainable_blocks=none", "--set", "stage1.epochs=1",
+                 "--set", "stage2.epochs=0")
+    assert main(["train", str(EXAMPLE), "--out", str(tmp_path / "run"), *args]) == 0
+    _, tensors, _ = read_adapter(tmp_path / "run" / "adapter.safetensors")
+    assert tensors["clip-banked"] and all(k.startswith("head.") for k in tensors["clip-banked"])

@@ -215,9 +215,10 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> Run
 
 def export(config: TrainConfig, model: Expert, split: Split, history: list[dict[str, Any]],
            out: Path) -> Path:
-    """Write the trained expert as a one-expert bundle, with what made it in the provenance; with
-    low-rank deltas on a pretrained backbone file, also its adapter (adapter.safetensors beside
-    the bundle folder: detector.adapter)."""
+    """Write the trained expert as a one-expert bundle, with what made it in the provenance; when
+    it started from a pretrained backbone file, also its adapter (adapter.safetensors beside the
+    bundle folder: detector.adapter), small when only low-rank deltas, a few blocks or the head
+    trained."""
     model = model.to("cpu").eval()
     train_gens = describe(split.train)["generators"]
     provenance = {
@@ -234,7 +235,7 @@ def export(config: TrainConfig, model: Expert, split: Split, history: list[dict[
     merged = merge(copy.deepcopy(model))
     ensemble = EnsembleSpec((merged.spec,), config.threshold, config.version)
     pretrained = Path(config.expert.pretrained) if config.expert.pretrained else None
-    if config.low_rank.rank and pretrained is not None and pretrained.is_file():
+    if pretrained is not None and pretrained.is_file():
         export_adapter(config, model, merged, ensemble, pretrained, out.parent / "adapter.safetensors",
                        provenance)
     save_bundle(out, ensemble, [merged], provenance)
@@ -246,7 +247,8 @@ def export_adapter(config: TrainConfig, model: Expert, merged: Expert, ensemble:
     """The expert as its changes to `backbone_file`: low-rank pairs for the adapted matrices
     (scale folded into b), whole tensors for the head and the tuned blocks' other parameters."""
     deltas = {f"backbone.{name}": (d.a, d.b * d.scale) for name, d in low_rank_deltas(model).items()}
-    tuned = {f"backbone.{n}" for n in trainable_names(merged, config.stage1.trainable_blocks)}
+    tuned = {f"backbone.{n}" for cfg in (config.stage1, config.stage2) if cfg.epochs
+             for n in trainable_names(merged, cfg.trainable_blocks)}
     state = merged.state_dict()
     whole = {k: v for k, v in state.items() if k.startswith("head.") or (k in tuned and k not in deltas)}
     return save_adapter(path, ensemble, [whole], [deltas], tensors_sha256(backbone_file), provenance)
