@@ -1,9 +1,13 @@
 """`featdistill demo`: the whole product on one machine, in about a minute.
 
-Writes a tiny bundle and a handful of generated images, publishes references to them (plus one
-duplicate and one broken reference) to Kafka, runs `featdistill worker` as a real process until
-every reference is judged, prints the verdicts and a summary, and stops the worker. Kafka and Redis
-must be running (scripts/demo.sh starts and stops them with deploy/local/services.sh).
+Publishes references to a handful of images (plus one duplicate and one broken reference) to
+Kafka, runs `featdistill worker` as a real process until every reference is judged, prints the
+verdicts and a summary, and stops the worker. Kafka and Redis must be running (scripts/demo.sh
+starts and stops them with deploy/local/services.sh, and builds the starter bundle).
+
+Images: `--manifest` picks a seeded half-real, half-AI sample from a labelled manifest and shows
+the truth beside each verdict; `--images` takes files; otherwise a few generated pictures. The
+bundle: `--bundle`, or a tiny random one that shows the plumbing only.
 """
 from __future__ import annotations
 
@@ -31,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bundle", type=Path, help="bundle to judge with (default: a tiny random one)")
     p.add_argument("--images", type=Path, nargs="*", default=[],
                    help="image files to publish (default: generated images)")
+    p.add_argument("--manifest", type=Path,
+                   help="labelled manifest (path,label,generator,...) to draw images from")
+    p.add_argument("--count", type=int, default=8, help="images drawn from --manifest")
+    p.add_argument("--generators", default="",
+                   help="with --manifest: draw AI images only from these generators (comma list)")
     p.add_argument("--timeout", type=float, default=180.0)
     p.set_defaults(func=run)
 
@@ -56,7 +65,10 @@ def run(args: argparse.Namespace) -> int:
     bootstrap = os.environ.get("FEATDISTILL_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
     work = Path(tempfile.mkdtemp(prefix="featdistill-demo-"))
     bundle = args.bundle or _tiny_bundle(work / "bundle")
-    images = [p.resolve() for p in args.images] or _generated_images(work)
+    truth: dict[Path, str] = {}
+    if args.manifest:
+        truth = _from_manifest(args.manifest, args.count, args.generators)
+    images = list(truth) or [p.resolve() for p in args.images] or _generated_images(work)
     run_id = uuid.uuid4().hex[:6]
     topics = {"in": f"demo-refs-{run_id}", "out": f"demo-verdicts-{run_id}",
               "dead": f"demo-dead-{run_id}"}
@@ -84,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(60)
-    _print(verdicts, dead)
+    _print(verdicts, dead, {f"img-{i}": truth.get(p, "") for i, p in enumerate(images)})
     print(f"worker exited with {code}", file=sys.stderr)
     return 0 if len(verdicts) + len(dead) == len(refs) and code == 0 else 1
 
@@ -112,11 +124,30 @@ def _collect(bootstrap: str, topics: dict, expected: int, timeout_s: float):
     return verdicts, dead
 
 
-def _print(verdicts: list[dict], dead: list[dict]) -> None:
-    print(f"\n{'id':<22} {'label':<13} {'score':>6}  {'cached':<6} {'latency ms':>10}")
+def _from_manifest(manifest: Path, count: int, generators: str) -> dict[Path, str]:
+    """A seeded pick of count/2 real and count/2 AI images: path -> "real" or "AI (<generator>)"."""
+    import csv
+
+    keep = {g.strip() for g in generators.split(",") if g.strip()}
+    with open(manifest, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if (manifest.parent / r["path"]).is_file()]
+    real = [r for r in rows if r["label"] == "real"]
+    fake = [r for r in rows if r["label"] == "fake" and (not keep or r["generator"] in keep)]
+    rng = np.random.default_rng(11)
+    picked = []
+    for group, n in ((real, count // 2), (fake, count - count // 2)):
+        picked += [group[i] for i in rng.choice(len(group), size=min(n, len(group)), replace=False)]
+    return {(manifest.parent / r["path"]).resolve():
+            "real" if r["label"] == "real" else f"AI ({r['generator']})" for r in picked}
+
+
+def _print(verdicts: list[dict], dead: list[dict], truth: dict[str, str]) -> None:
+    show = any(truth.values())
+    print(f"\n{'id':<22} {'label':<13} {'score':>6}  {'cached':<6} {'latency ms':>10}"
+          + ("  truth" if show else ""))
     for v in sorted(verdicts, key=lambda v: v["id"]):
         print(f"{v['id']:<22} {v['label']:<13} {v['score']:>6.3f}  {str(v['cached']):<6} "
-              f"{v['latency_ms']:>10.1f}")
+              f"{v['latency_ms']:>10.1f}" + (f"  {truth.get(v['id'], '')}" if show else ""))
     for d in dead:
         print(f"{d['id'] or '?':<22} dead letter: {d['error_kind']}: {d['error']}")
     cached = sum(v["cached"] for v in verdicts)
