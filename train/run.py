@@ -29,7 +29,7 @@ from train.freeze import apply_trainable, freeze, trainable_names
 from train.loop import MetricsLog, Stage, make_optimizer, make_scheduler, run_epoch, validate
 from train.losses import resolve_blocks
 from train.low_rank import add_low_rank, freeze_originals, low_rank_deltas, merge
-from train.samples import NO_DEGRADATION, EpochSampler, ViewDataset, make_loader
+from train.samples import EpochSampler, ViewDataset, make_loader
 from train.view_bank import BankDataset, build_bank
 
 # Settings that may change between an interrupted run and its resume without changing the result.
@@ -69,10 +69,11 @@ def _comparable(config: TrainConfig) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Banks:
-    """View banks (train.view_bank) of the training and validation images."""
+    """One view bank (train.view_bank) over the whole pool, and the rows of each split in it."""
 
-    train: Any
-    val: Any
+    bank: Any
+    train: list[int]
+    val: list[int]
 
 
 def _check_bank_fits(config: TrainConfig, model: Expert) -> None:
@@ -91,25 +92,28 @@ def _check_bank_fits(config: TrainConfig, model: Expert) -> None:
 
 def make_banks(config: TrainConfig, split: Split, model: Expert, run_dir: Path,
                device: torch.device) -> Banks | None:
+    """The bank covers the pool (training and held-out images, in key order), not the split: runs
+    that differ only in what they hold out (leave-one-generator-out folds) share one bank. The
+    held-out images are validated on their view 0 (prepared, not degraded)."""
     vb = config.data.view_bank
     if not vb.views:
         return None
     _check_bank_fits(config, model)
     folder = Path(vb.dir) if vb.dir else run_dir / "view-bank"
-    common = dict(dtype=vb.dtype, batch_size=vb.batch_size, num_workers=config.data.num_workers,
-                  device=device, seed=vb.seed)
-    policy = dataclasses.replace(config.data.degrade, aligned_only=True)
-    train_bank = build_bank(split.train, model, vb.views, folder, prep=config.data.prep,
-                            policy=policy, name="train", **common)
-    val_bank = (build_bank(split.val, model, 1, folder, policy=NO_DEGRADATION, name="val", **common)
-                if split.val else None)
-    return Banks(train_bank, val_bank)
+    pool = sorted(split.train + split.val, key=lambda s: (s.key, s.origin))
+    bank = build_bank(pool, model, vb.views, folder, prep=config.data.prep,
+                      policy=dataclasses.replace(config.data.degrade, aligned_only=True),
+                      dtype=vb.dtype, batch_size=vb.batch_size,
+                      num_workers=config.data.num_workers, device=device, seed=vb.seed)
+    row = {(s.key, s.origin): i for i, s in enumerate(pool)}
+    return Banks(bank, [row[(s.key, s.origin)] for s in split.train],
+                 [row[(s.key, s.origin)] for s in split.val])
 
 
 def _stage_loader(config: TrainConfig, split: Split, spec, two_views: bool, banks: Banks | None):
     weights = sampling_weights(split.train, [s.weight for s in config.data.sources], config.data.balance)
     if banks is not None:
-        dataset = BankDataset(banks.train, split.train, config.seed, two_views)
+        dataset = BankDataset(banks.bank, split.train, banks.train, config.seed, two_views)
         workers = 0  # a memmap read: nothing worth a process
     else:
         policy = config.data.degrade
@@ -126,7 +130,7 @@ def _val_loader(config: TrainConfig, split: Split, spec, banks: Banks | None):
     if not split.val:
         return None
     if banks is not None:
-        return make_loader(BankDataset(banks.val, split.val), config.val_batch_size, 0)
+        return make_loader(BankDataset(banks.bank, split.val, banks.val), config.val_batch_size, 0)
     return make_loader(ViewDataset(split.val, spec.preprocess), config.val_batch_size,
                        config.data.num_workers, seed=config.seed)
 

@@ -12,8 +12,10 @@ student and gives view 0 to the teacher, so token i of both covers the same area
 The trade: augmentation is limited to `views` draws per image instead of a new one each epoch.
 
 A bank's file name is a digest of everything its contents depend on (image keys, preprocessing,
-backbone spec and trunk weights, views, prep, policy, seed), so experts trained on the same data
-reuse one bank and a changed input can never be served stale features.
+backbone spec and trunk weights, views, prep, policy, seed), so runs on the same pool of images
+reuse one bank (the four starter experts, the probe, every leave-one-out fold: train.run banks
+the whole pool and picks each split's rows) and a changed input is never served stale features.
+Each image's views depend only on (seed, its key), not on its position or its neighbours.
 """
 from __future__ import annotations
 
@@ -89,7 +91,7 @@ def bank_key(samples: Sequence[Sample], expert: Expert, views: int, prep: PrepCo
     parts = {"keys": [s.key for s in samples], "preprocess": asdict(expert.spec.preprocess),
              "backbone": asdict(expert.spec.backbone), "upto": expert.spec.shared_blocks,
              "views": views, "prep": asdict(prep), "policy": asdict(policy), "seed": seed,
-             "trunk": trunk, "format": 1}
+             "trunk": trunk, "format": 2}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -139,15 +141,17 @@ def build_bank(samples: Sequence[Sample], expert: Expert, views: int, folder: Pa
 
 class BankDataset(Dataset):
     """Items as ViewDataset's, with trunk outputs in place of pixels: {"hidden", "label", "index"}
-    (+ "reference_hidden", view 0, in two-view mode, where "hidden" is a degraded view)."""
+    (+ "reference_hidden", view 0, in two-view mode, where "hidden" is a degraded view).
+    Sample i's views are bank row rows[i]. A plain index (validation) reads view 0."""
 
-    def __init__(self, bank: np.ndarray, samples: Sequence[Sample], seed: int = 0,
-                 two_views: bool = False) -> None:
-        if len(bank) != len(samples):
-            raise ValueError(f"bank holds {len(bank)} images, the split {len(samples)}")
+    def __init__(self, bank: np.ndarray, samples: Sequence[Sample], rows: Sequence[int],
+                 seed: int = 0, two_views: bool = False) -> None:
+        if len(rows) != len(samples) or (len(rows) and max(rows) >= len(bank)):
+            raise ValueError(f"rows do not fit: {len(samples)} samples, {len(rows)} rows, "
+                             f"a bank of {len(bank)}")
         if two_views and bank.shape[1] < 2:
             raise ValueError("two-view (distillation) training needs a bank with views >= 2")
-        self.bank, self.labels = bank, [s.label for s in samples]
+        self.bank, self.labels, self.rows = bank, [s.label for s in samples], list(rows)
         self.seed, self.two_views = seed, two_views
 
     def __len__(self) -> int:
@@ -160,8 +164,9 @@ class BankDataset(Dataset):
         view = int(rng.integers(1, views)) if self.two_views else int(rng.integers(0, views))
         if not isinstance(item, tuple):
             view = 0  # plain index (validation): the reference view
-        out = {"hidden": torch.from_numpy(np.array(self.bank[index, view])),
+        row = self.rows[index]
+        out = {"hidden": torch.from_numpy(np.array(self.bank[row, view])),
                "label": self.labels[index], "index": index}
         if self.two_views:
-            out["reference_hidden"] = torch.from_numpy(np.array(self.bank[index, 0]))
+            out["reference_hidden"] = torch.from_numpy(np.array(self.bank[row, 0]))
         return out
