@@ -37,9 +37,15 @@ def make_images(folder: Path, count: int, size: tuple[int, int] = (320, 240), se
 
 
 def random_bundle(out: Path, preset: str, version: str) -> Path:
+    """Random weights of a preset's shape; experts declaring a shared trunk get the same backbone
+    weights (as trained ones would), so the Detector shares it."""
     torch.manual_seed(0)
     spec = presets.PRESETS[preset](version)
-    save_bundle(out, spec, [Expert.build(s) for s in spec.experts], {"bench": True})
+    experts = [Expert.build(s) for s in spec.experts]
+    for e in experts[1:]:
+        if e.spec.shared_blocks and e.spec.backbone == experts[0].spec.backbone:
+            e.backbone.load_state_dict(experts[0].backbone.state_dict())
+    save_bundle(out, spec, experts, {"bench": True})
     return out
 
 
