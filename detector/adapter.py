@@ -37,17 +37,21 @@ class AdapterError(BundleError):
     """An adapter file that cannot be read or does not fit the backbone it is applied to."""
 
 
-def tensors_sha256(path: str | Path) -> str:
-    """SHA-256 over a weights file's tensors in name order: identical weights, identical digest."""
-    from open_clip.factory import load_state_dict
-
+def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over a state dict's tensors in name order: identical weights, identical digest."""
     h = hashlib.sha256()
-    state = load_state_dict(str(path))
     for name in sorted(state):
         t = state[name].detach().cpu().contiguous()
         h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def tensors_sha256(path: str | Path) -> str:
+    """state_sha256 of an open_clip weights file."""
+    from open_clip.factory import load_state_dict
+
+    return state_sha256(load_state_dict(str(path)))
 
 
 def save_adapter(path: str | Path, ensemble: EnsembleSpec,
@@ -120,20 +124,25 @@ def _apply(expert: Expert, entries: dict[str, torch.Tensor]) -> None:
     expert.load_state_dict({**state, **updates}, strict=True)
 
 
-def build_from_adapter(adapter: str | Path, backbone: str | Path, out_dir: str | Path,
-                       check_digest: bool = True) -> Manifest:
-    """Apply an adapter to the backbone file it was made from and write a full bundle."""
+def build_from_adapter(adapter: str | Path, backbone: str | Path, out_dir: str | Path) -> Manifest:
+    """Apply an adapter to the open_clip backbone file it was made from and write a full bundle.
+    The file is read once: its digest is checked and its weights loaded from the same dict."""
+    from open_clip.factory import load_state_dict
+
     ensemble, per_expert, meta = read_adapter(adapter)
-    if check_digest:
-        digest = tensors_sha256(backbone)
-        if digest != meta.get("backbone_sha256"):
-            raise AdapterError(f"{backbone}: weights digest {digest[:12]}... is not the backbone the "
-                               f"adapter was trained from ({str(meta.get('backbone_sha256'))[:12]}...)")
+    if any(spec.backbone.backend != "open_clip" for spec in ensemble.experts):
+        raise AdapterError(f"{adapter}: adapters apply to open_clip backbone files only")
+    state = load_state_dict(str(backbone))
+    digest = state_sha256(state)
+    if digest != meta.get("backbone_sha256"):
+        raise AdapterError(f"{backbone}: weights digest {digest[:12]}... is not the backbone the "
+                           f"adapter was trained from ({str(meta.get('backbone_sha256'))[:12]}...)")
     experts = []
     base = None
     for spec in ensemble.experts:
         if base is None or base.spec.backbone != spec.backbone:
-            base = Expert.build(spec, backbone)
+            base = Expert.build(spec)
+            base.backbone.load_state(state)
         expert = Expert(spec, copy.deepcopy(base.backbone))
         _apply(expert, per_expert[spec.name])
         experts.append(expert.eval())

@@ -146,7 +146,10 @@ class OpenClipBackbone(Backbone):
         """Load an open_clip checkpoint (full CLIP or vision-only state dict, .safetensors or torch)."""
         from open_clip.factory import load_state_dict
 
-        state = load_state_dict(str(path))
+        self.load_state(load_state_dict(str(path)))
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load an already-read open_clip state dict (full CLIP or vision-only), strictly."""
         if any(k.startswith("visual.") for k in state):
             state = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
         self.visual.load_state_dict(state, strict=True)
