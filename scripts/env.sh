@@ -9,17 +9,12 @@ set -euo pipefail
 _repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _cache="${FEATDISTILL_CACHE:-$HOME/.cache/featdistill}"
 _python="${PYTHON:-python3}"
-_extras="worker,train,onnx,dev"
+# The pinned, hash-checked dependency set (all extras a developer needs). Regenerate it with
+# scripts/lock.sh after changing dependencies in pyproject.toml: upgrading is a deliberate commit.
+_lock="$_repo/requirements/dev.lock"
 
-_spec_hash="$("$_python" - "$_repo/pyproject.toml" "$_extras" <<'PY'
-import hashlib, json, sys, tomllib, platform
-p = tomllib.load(open(sys.argv[1], "rb"))["project"]
-extras = sys.argv[2].split(",")
-spec = {"deps": p["dependencies"], "extras": {e: p["optional-dependencies"][e] for e in extras},
-        "python": platform.python_version()}
-print(hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16])
-PY
-)"
+_spec_hash="$( { cat "$_lock"; "$_python" -c 'import platform; print(platform.python_version())'; } \
+    | sha256sum | cut -c1-16)"
 _deps_venv="$_cache/venv-$_spec_hash"
 
 mkdir -p "$_cache"
@@ -27,21 +22,18 @@ mkdir -p "$_cache"
 exec 9>"$_cache/.lock-$_spec_hash"
 flock 9
 if [ ! -f "$_deps_venv/.complete" ]; then
-    echo "featdistill: building dependency venv $_deps_venv (first run only; torch is large)" >&2
+    echo "featdistill: building dependency venv $_deps_venv from requirements/dev.lock" \
+         "(first run only; torch with its CUDA libraries is about 4 GB: 3-6 min)" >&2
     rm -rf "$_deps_venv"
-    mkdir -p "$_cache"
     "$_python" -m venv "$_deps_venv"
-    "$_deps_venv/bin/pip" install -q --upgrade pip
-    # Install the dependencies only (not the project) from the spec.
-    "$_deps_venv/bin/python" - "$_repo/pyproject.toml" "$_extras" > "$_cache/req-$_spec_hash.txt" <<'PY'
-import sys, tomllib
-p = tomllib.load(open(sys.argv[1], "rb"))["project"]
-reqs = list(p["dependencies"])
-for e in sys.argv[2].split(","):
-    reqs += p["optional-dependencies"][e]
-print("\n".join(reqs))
-PY
-    "$_deps_venv/bin/pip" install -q -r "$_cache/req-$_spec_hash.txt"
+    if ! "$_deps_venv/bin/pip" install -q --upgrade pip \
+        || ! "$_deps_venv/bin/pip" install -q --require-hashes --no-deps -r "$_lock"; then
+        rm -rf "$_deps_venv"
+        echo "featdistill: step 'dependencies' failed: pip could not install requirements/dev.lock;" \
+             "check the network to PyPI and rerun" >&2
+        flock -u 9
+        return 1 2>/dev/null || exit 1
+    fi
     touch "$_deps_venv/.complete"
 fi
 
