@@ -112,7 +112,12 @@ def test_int8_export_is_dequantised(graphs, images):
     assert report.quantised == 15
     exact, shipped = report.agreements
     assert (exact.reference, shipped.reference) == ("dequantised", "as shipped")
-    assert exact.min > 0.9999 and shipped.mean > 0.99
+    # The dequantised graph computes in fp32 what open_clip computes: only the order of float
+    # operations differs, worth ~1e-6 in cosine; 1e-4 leaves room on any CPU. The as-shipped
+    # figure depends on onnxruntime's INT8 kernels for this CPU (about 0.5 to 0.99), so it is
+    # reported, and only its being a cosine is checked here.
+    assert exact.min > 0.9999
+    assert -1.0 <= shipped.min <= shipped.mean <= 1.0 + 1e-6
 
 
 def test_the_dequantised_graph_reads_like_an_fp32_export(graphs):
@@ -168,12 +173,54 @@ def test_cli_writes_weights_and_prints_cosines(graphs, tmp_path, capsys):
     assert "dequantised graph: cosine mean" in printed and "as shipped graph: cosine mean" in printed
     assert out.is_file()
 
-    # An unreachable threshold stands in for a wrong mapping: exit 2, figures shown, no file.
+    # An unreachable exact threshold stands in for a wrong mapping: exit 2, figures shown, no file.
     bad = tmp_path / "bad.safetensors"
-    assert main(argv[:-4] + ["--out", str(bad), "--min-cosine", "1.01"]) == 2
+    assert main(argv[:-4] + ["--out", str(bad), "--min-exact-cosine", "1.01"]) == 2
     err = capsys.readouterr().err
     assert "disagree" in err and "Per image: dequantised:" in err and "not written" in err
     assert not bad.exists()
+
+
+def test_a_low_as_shipped_agreement_is_explained_not_fatal(graphs, tmp_path, capsys, monkeypatch):
+    # What a CPU without VNNI does to the real starter graph (cosine mean 0.514 was measured on an
+    # AVX2-only EPYC), simulated so that the test holds on every CPU.
+    real_compare = oi.compare_with_onnxruntime
+
+    def saturating_int8(visual, graph, pixels, reference="as shipped"):
+        agreement = real_compare(visual, graph, pixels, reference)
+        if reference == "as shipped":
+            return oi.Agreement(reference, tuple(0.5 for _ in agreement.cosines))
+        return agreement
+
+    monkeypatch.setattr(oi, "compare_with_onnxruntime", saturating_int8)
+    monkeypatch.setattr(oi.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(oi, "has_int8_dot", lambda flags=None: False)
+    out = tmp_path / "ok.safetensors"
+    argv = ["weights", "import-onnx", str(graphs["int8"]), "--arch", "ViT-B-16",
+            "--config", json.dumps(CONFIG), "--out", str(out), "--max-images", "2"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "as shipped graph: cosine mean 0.500000" in printed and "does not decide" in printed
+    assert "saturate on x86 CPUs without VNNI" in printed
+    assert out.is_file()
+
+
+def test_the_note_names_the_cause_by_cpu(monkeypatch):
+    monkeypatch.setattr(oi.platform, "machine", lambda: "x86_64")
+    low = oi.Agreement("as shipped", (0.51, 0.40))
+    assert oi.shipped_note(oi.Agreement("as shipped", (0.99,)), 0.95) == ""
+    assert "without VNNI" in oi.shipped_note(low, 0.95, frozenset({"avx2"}))
+    with_vnni = oi.shipped_note(low, 0.95, frozenset({"avx2", "avx512_vnni"}))
+    assert "without VNNI" not in with_vnni and "avx512_vnni" in with_vnni
+
+
+def test_an_fp32_graph_is_still_judged_against_itself(graphs, tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    argv = ["weights", "import-onnx", str(graphs["fp32"]), "--arch", "ViT-B-16",
+            "--config", json.dumps(CONFIG), "--out", str(bad), "--max-images", "2",
+            "--min-cosine", "1.01"]
+    assert main(argv) == 2
+    assert "as shipped graph" in capsys.readouterr().err and not bad.exists()
 
 
 def test_cli_refuses_a_graph_that_does_not_fit_the_arch(graphs, tmp_path, capsys):
