@@ -13,6 +13,7 @@ from tqdm import tqdm
 from detector.bundle import BundleError
 from detector.cli import CliError
 from detector.images import IMAGE_SUFFIXES, ImageDecodeError, ImageLimits, load_image_file
+from detector.precision import PRECISIONS
 from detector.results_file import ResultsFile, ResultsFileError
 from detector.service import Detector
 
@@ -24,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", type=Path, help="results file, .jsonl or .csv (resumable); default: stdout")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="autocast dtype (default: bfloat16 on CUDA, float32 on CPU; bfloat16 also on CPU)")
+    p.add_argument("--dtype", choices=PRECISIONS, default="auto",
+                   help="precision: auto (bfloat16 on CUDA, float32 on CPU), fast (bfloat16 where native: CUDA or a CPU with AVX512-BF16/AMX, else float32), float32, bfloat16, float16")
     p.add_argument("--fsync-every", type=int, default=64, help="fsync the output every N rows")
     p.add_argument("--max-pixels", type=int, default=ImageLimits().max_pixels)
     p.add_argument("--no-progress", action="store_true")

@@ -20,7 +20,7 @@ for g in $GENS; do
     --out "$fold/probe" "${COMMON[@]}" "${split[@]}" "${PROBE[@]}" --set "version=loo-probe-$g" \
     >/dev/null
   [[ -f "$fold/report/report.json" ]] || featdistill eval --bundle "$fold/expert/bundle" \
-    --bundle "$fold/probe/bundle" --data "$AIGI" --loo --jpeg 30 --dtype bfloat16 \
+    --bundle "$fold/probe/bundle" --data "$AIGI" --loo --jpeg 30 --dtype fast \
     --out "$fold/report"
 done
 python - "$OUT/loo" $GENS <<'PY'

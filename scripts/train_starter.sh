@@ -27,7 +27,7 @@ featdistill bundle combine-adapters "$OUT"/starter-{a,b,c,d}/adapter.safetensors
 
 # Quality: the held-out part of each training source (unseen generators: disco-diffusion,
 # majesty-diffusion, the GAN eyes; the same share of reals), and the wallpapers no training saw.
-EVAL=(--dtype bfloat16 --num-workers 1 --jpeg 30)
+EVAL=(--dtype fast --num-workers 1 --jpeg 30)
 for name in starter univfd; do
   b="$OUT/$name-bundle"
   [[ -f "$OUT/report-aigi-$name/report.json" ]] || featdistill eval --bundle "$b" --data "$AIGI" \

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from detector.bundle import BundleError, load_experts, read_manifest, save_bundle
 from detector.cli import CliError
+from detector.precision import PRECISIONS
 from detector.spec import SpecError
 
 _TRAIN_HELP = "train one expert (stage 1, then stage 2) from a TOML/YAML config and export it as a bundle"
@@ -48,8 +49,8 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-workers", type=int, default=0, help="decoding processes")
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
-                   help="autocast dtype (default: bfloat16 on CUDA, float32 on CPU)")
+    p.add_argument("--dtype", choices=PRECISIONS, default="auto",
+                   help="precision: auto (bfloat16 on CUDA, float32 on CPU), fast (bfloat16 where native: CUDA or a CPU with AVX512-BF16/AMX, else float32), float32, bfloat16, float16")
     p.add_argument("--seed", type=int, default=0, help="seed of the degradations")
     p.add_argument("--limit", type=int, default=0, help="score at most N images (seeded subset)")
     p.set_defaults(func=run_eval)

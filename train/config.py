@@ -116,14 +116,16 @@ class TrainConfig:
     keep_checkpoints: int = 0  # keep the last N epoch checkpoints (+ the teacher's); 0: all
     val_batch_size: int = 64
     low_rank: LowRankConfig = LowRankConfig()
-    # autocast of training forward passes: auto is bfloat16 on CUDA, float32 on CPU
-    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    # training forward passes (detector.precision): auto is bfloat16 on CUDA, float32 on CPU;
+    # fast adds bfloat16 on CPUs that compute it natively
+    precision: Literal["auto", "fast", "float32", "bfloat16"] = "auto"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.accumulate < 1:
             raise ConfigError("batch_size and accumulate must be >= 1")
-        if self.precision not in ("auto", "float32", "bfloat16"):
-            raise ConfigError(f"precision must be auto, float32 or bfloat16, got {self.precision!r}")
+        if self.precision not in ("auto", "fast", "float32", "bfloat16"):
+            raise ConfigError(
+                f"precision must be auto, fast, float32 or bfloat16, got {self.precision!r}")
         if self.low_rank.rank:
             blocks = {self.stage1.trainable_blocks} | (
                 {self.stage2.trainable_blocks} if self.stage2.epochs else set())

@@ -4,7 +4,7 @@ A stage trains the student expert; stage 2 also holds a frozen teacher and feeds
 degraded view and the teacher the reference view (see train.losses). Gradients are accumulated
 over `accumulate` micro-batches (the last group of an epoch may be shorter and is scaled by its
 own size), clipped, and followed by one optimizer and one scheduler step. The forward passes run
-under the configured autocast (precision "auto": bf16 on CUDA, float32 on CPU).
+under the configured autocast (detector.precision: "auto" is bf16 on CUDA, float32 on CPU).
 
 Batches carry either pixels or, from a view bank (train.view_bank), the frozen shared trunk's
 output as "hidden": then only the expert's tail blocks and head run.
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from detector.expert import Expert
+from detector.precision import autocast, resolve_precision
 from train.config import StageConfig
 from train.freeze import set_train_mode
 from train.losses import classification_loss, stage_loss
@@ -57,9 +57,7 @@ def make_scheduler(optimizer, cfg: StageConfig, total_steps: int):
 
 
 def autocast_for(device: torch.device, precision: str = "auto"):
-    if precision == "bfloat16" or (precision == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
+    return autocast(resolve_precision(precision, device), device)
 
 
 def run_expert(model: Expert, batch: dict[str, Any], device: torch.device, blocks=(),

@@ -34,6 +34,8 @@ from tqdm import tqdm
 
 from detector.expert import Expert
 from detector.preprocess import to_tensor
+from detector.precision import PRECISIONS, resolve_precision
+from detector.precision import autocast as precision_autocast
 from train.data import Sample
 from train.degrade import DegradationPolicy, apply_ops
 from train.samples import NO_DEGRADATION, PrepConfig, open_sample, prepare
@@ -43,15 +45,16 @@ from train.samples import NO_DEGRADATION, PrepConfig, open_sample, prepare
 class ViewBankConfig:
     views: int = 0  # views per training image (1 reference + views-1 degraded); 0: no bank
     dir: str = ""  # where banks are kept and reused; "": <run folder>/view-bank
-    dtype: str = "bfloat16"  # autocast dtype of the trunk pass that fills the bank ("float32": exact)
+    dtype: str = "fast"  # precision of the trunk pass that fills the bank (detector.precision names)
     batch_size: int = 32
     seed: int = 0  # seed of the views' preparation and degradation (experts may share a bank)
 
     def __post_init__(self) -> None:
         if self.views < 0 or self.batch_size < 1:
             raise ValueError("view_bank: views must be >= 0 and batch_size >= 1")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"view_bank.dtype must be float32 or bfloat16, got {self.dtype!r}")
+        if self.dtype not in PRECISIONS:
+            raise ValueError(f"view_bank.dtype must be one of {', '.join(PRECISIONS)}, "
+                             f"got {self.dtype!r}")
 
 
 class _ViewSource(Dataset):
@@ -97,7 +100,7 @@ def bank_key(samples: Sequence[Sample], expert: Expert, views: int, prep: PrepCo
 
 def build_bank(samples: Sequence[Sample], expert: Expert, views: int, folder: Path, *,
                prep: PrepConfig = PrepConfig(), policy: DegradationPolicy = NO_DEGRADATION,
-               seed: int = 0, dtype: str = "bfloat16", batch_size: int = 32,
+               seed: int = 0, dtype: str = "fast", batch_size: int = 32,
                num_workers: int = 0, device: torch.device = torch.device("cpu"),
                name: str = "bank") -> np.ndarray:
     """The bank of `samples` as a read-only memmap (N, views, tokens, width), built if missing."""
@@ -115,8 +118,7 @@ def build_bank(samples: Sequence[Sample], expert: Expert, views: int, folder: Pa
                         batch_size=max(1, batch_size // views), num_workers=num_workers)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     out = None
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bfloat16"
-                else torch.autocast(device.type, enabled=False))
+    autocast = precision_autocast(resolve_precision(dtype, device), device)
     expert.eval()
     row = 0
     # no_grad, not inference_mode: under inference_mode, CPU bf16 autocast ran 3x slower here.

@@ -32,8 +32,9 @@ class Settings(BaseSettings):
     # Model
     bundle: str = Field(description="path of the checkpoint bundle directory")
     device: str = Field("auto", description="cpu, cuda, cuda:N or auto")
-    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
-        None, description="autocast dtype (default: bfloat16 on CUDA, float32 on CPU)")
+    dtype: Literal["auto", "fast", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="precision: auto (bfloat16 on CUDA, float32 on CPU), fast (bfloat16 "
+        "where native: CUDA or a CPU with AVX512-BF16/AMX, else float32), float32, bfloat16, float16")
     uncertain_spread: float | None = Field(
         None, ge=0, le=1, description="label 'uncertain' when the experts' P(fake) spread exceeds this")
     # Kafka
