@@ -66,3 +66,23 @@ def test_health_endpoints():
         assert "featdistill_cache_up" in body and "featdistill_stage_seconds" in body
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("make_bundle, message", [
+    (lambda d: d / "absent", "no manifest.json"),
+    (lambda d: (d / "manifest.json").write_text("{") and d, "not valid JSON"),
+    (lambda d: (d / "file").write_text("x") and d / "file", "FEATDISTILL_BUNDLE="),
+])
+def test_a_bad_bundle_stops_the_worker_with_one_line(tmp_path, make_bundle, message):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FEATDISTILL_BUNDLE": str(make_bundle(tmp_path)),
+           "FEATDISTILL_METRICS_PORT": "0", "FEATDISTILL_LOG_FORMAT": "console"}
+    done = subprocess.run([sys.executable, "-m", "detector.cli", "worker"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in done.stderr
+    assert lines[0].startswith("featdistill worker: error: FEATDISTILL_BUNDLE=")

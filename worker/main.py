@@ -14,8 +14,10 @@ import threading
 
 import structlog
 
+from detector.bundle import BundleError
 from detector.cli import CliError
 from detector.service import Detector
+from detector.spec import SpecError
 from worker.fetch import ImageFetcher
 from worker.kafka_io import KafkaReferenceSource, KafkaVerdictSink
 from worker.logs import configure_logging
@@ -51,8 +53,7 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None) -> int:
     _install_signal_handlers(stop)
     structlog.contextvars.bind_contextvars(worker_id=cfg.pipeline.worker_id)
     metrics = Metrics()
-    detector = Detector.load(cfg.bundle, device=cfg.device, dtype=cfg.dtype,
-                             batch_size=cfg.pipeline.batch.max_batch)
+    detector = load_detector(cfg)
     log.info("bundle_loaded", model_version=detector.version, digest=detector.digest[:16],
              device=str(detector.device), param_bytes=detector.param_bytes())
     source = KafkaReferenceSource.connect(cfg.kafka, cfg.pipeline.input_topic)
@@ -79,6 +80,19 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None) -> int:
     log.info("worker_stopped", messages=metrics.value("featdistill_messages_total", outcome="verdict")
              + metrics.value("featdistill_messages_total", outcome="dead_letter"))
     return 0
+
+
+def load_detector(cfg: WorkerConfig) -> Detector:
+    """The bundle, or one line naming the setting at fault (CliError: exit 2, no traceback)."""
+    try:
+        return Detector.load(cfg.bundle, device=cfg.device, dtype=cfg.dtype,
+                             batch_size=cfg.pipeline.batch.max_batch)
+    except (BundleError, SpecError, OSError) as exc:  # OSError: not a folder, unreadable, ...
+        raise CliError(f"FEATDISTILL_BUNDLE={cfg.bundle}: {exc}") from None
+    except ValueError as exc:  # resolve_precision: float16 on a CPU, ...
+        raise CliError(f"FEATDISTILL_DTYPE={cfg.dtype}: {exc}") from None
+    except RuntimeError as exc:  # torch: no such CUDA device, ...
+        raise CliError(f"FEATDISTILL_DEVICE={cfg.device}: {exc}") from None
 
 
 def _drain_overran() -> None:

@@ -20,9 +20,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from detector.cli import CliError
-from detector.service import Detector
 from worker.fetch import ImageFetcher
 from worker.logs import configure_logging
+from worker.main import load_detector
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline
 from worker.ports import Outgoing
@@ -118,8 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if args.to_topic == cfg.pipeline.verdict_topic and not args.allow_live_topic:
         raise CliError(f"{args.to_topic!r} is the live verdict topic; pass --allow-live-topic to "
                        "write replay verdicts there")
-    detector = Detector.load(args.bundle, device=cfg.device, dtype=cfg.dtype,
-                             batch_size=cfg.pipeline.batch.max_batch)
+    detector = load_detector(cfg)  # cfg.bundle is args.bundle
     source = _source(args, cfg)
     verdict_topic = args.to_topic or "replay-verdicts"
     sink, close_sink = _sink(args, cfg, verdict_topic)
