@@ -2,16 +2,26 @@
 
 The consumer never auto-commits: the pipeline commits explicitly, and only offsets below which
 every result is acknowledged. The producer waits for acks=all on every publish before returning,
-so "published" means durable on the broker, and a failure raises (the process dies loudly and the
-orchestrator restarts it; nothing was committed past the failure).
+so "published" means durable on the broker.
+
+Faults are events, not crashes, for as long as a broker outage could plausibly last
+(`KafkaConfig.outage_s`, 2 min by default): connecting at start-up and publishing retry with
+jittered backoff until then; only past it does the error reach the caller (the process dies
+loudly, the orchestrator restarts it, nothing was committed past the failure). A commit that
+fails, because the group rebalanced under us or the coordinator is away, is dropped: the offsets
+stay uncommitted, so whoever owns the partitions next replays those messages (at-least-once),
+and the consumer rejoins on its next poll.
 """
 from __future__ import annotations
 
+import random
+import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, TypeVar
 
 import structlog
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
@@ -28,7 +38,38 @@ class KafkaConfig:
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 2_000
     max_poll_interval_ms: int = 300_000
-    publish_timeout_s: float = 30.0
+    publish_timeout_s: float = 30.0  # one attempt at publishing a batch
+    outage_s: float = 120.0  # how long a broker outage is waited out before giving up
+    commit_timeout_s: float = 10.0
+
+
+T = TypeVar("T")
+
+
+class KafkaOutage(RuntimeError):
+    """The broker stayed unreachable for longer than `outage_s`."""
+
+
+def retry_through_outage(what: str, attempt: Callable[[], T], outage_s: float,
+                         sleep: Callable[[float], None] = time.sleep) -> T:
+    """`attempt()` until it succeeds, backing off 0.5 s doubling to 10 s with jitter, for at most
+    `outage_s`; then KafkaOutage. Only KafkaError is retried: anything else is a bug."""
+    deadline = time.monotonic() + outage_s
+    delay, tries = 0.5, 0
+    while True:
+        tries += 1
+        try:
+            return attempt()
+        except KafkaError as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise KafkaOutage(f"{what}: Kafka unreachable for {outage_s:.0f} s "
+                                  f"({tries} attempts): {exc}") from exc
+            wait = min(left, delay * random.uniform(0.5, 1.0))
+            log.warning("kafka_retry", what=what, attempt=tries, retry_in_s=round(wait, 2),
+                        error=f"{type(exc).__name__}: {exc}")
+            sleep(wait)
+            delay = min(delay * 2, 10.0)
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -45,25 +86,29 @@ class _Listener(ConsumerRebalanceListener):
 class KafkaReferenceSource:
     """A consumer in the worker group, subscribed to the input topic."""
 
-    def __init__(self, consumer: KafkaConsumer, topic: str) -> None:
+    def __init__(self, consumer: KafkaConsumer, topic: str, commit_timeout_s: float = 10.0) -> None:
         self.consumer = consumer
         self.topic = topic
+        self.commit_timeout_s = commit_timeout_s
         self._on_revoke: RevokeCallback = lambda partitions: {}
         self._rewind: dict[tuple[str, int], int] = {}
 
     @classmethod
     def connect(cls, config: KafkaConfig, topic: str) -> "KafkaReferenceSource":
-        consumer = KafkaConsumer(
-            bootstrap_servers=config.bootstrap,
-            group_id=config.group_id,
-            client_id=config.client_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=config.session_timeout_ms,
-            heartbeat_interval_ms=config.heartbeat_interval_ms,
-            max_poll_interval_ms=config.max_poll_interval_ms,
-        )
-        return cls(consumer, topic)
+        def make() -> KafkaConsumer:
+            return KafkaConsumer(
+                bootstrap_servers=config.bootstrap,
+                group_id=config.group_id,
+                client_id=config.client_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=config.session_timeout_ms,
+                heartbeat_interval_ms=config.heartbeat_interval_ms,
+                max_poll_interval_ms=config.max_poll_interval_ms,
+            )
+
+        consumer = retry_through_outage("connect consumer", make, config.outage_s)
+        return cls(consumer, topic, config.commit_timeout_s)
 
     def subscribe(self, on_revoke: RevokeCallback) -> None:
         self._on_revoke = on_revoke
@@ -93,13 +138,33 @@ class KafkaReferenceSource:
             for m in batches[tp]
         ]
 
-    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+    def commit(self, offsets: dict[tuple[str, int], int]) -> bool:
+        """Commit what we still own; False (logged) if the commit was dropped."""
         # Only partitions we still own: committing for a revoked one would fail the whole call.
         owned = self.assignment()
         mine = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
                 for (t, p), o in offsets.items() if (t, p) in owned}
-        if mine:
-            self.consumer.commit(mine)
+        if not mine:
+            return True
+        try:
+            self.consumer.commit(mine, timeout_ms=int(self.commit_timeout_s * 1000))
+        except KafkaError as exc:
+            # Lost membership (CommitFailedError, UnknownMemberId, IllegalGeneration, "not part
+            # of an active group") or an absent coordinator. Nothing is lost: the offsets stay
+            # uncommitted and are replayed by the partitions' next owner, or committed by us on
+            # a later step if we keep them.
+            log.warning("commit_dropped", partitions=sorted(offsets),
+                        error=f"{type(exc).__name__}: {exc}")
+            return False
+        return True
+
+    def pause(self) -> None:
+        # Partitions assigned later (a rebalance) start unpaused; the pipeline pauses again on
+        # its next step while it is still full.
+        self.consumer.pause(*self.consumer.assignment())
+
+    def resume(self) -> None:
+        self.consumer.resume(*self.consumer.paused())
 
     def assignment(self) -> set[tuple[str, int]]:
         return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
@@ -118,26 +183,50 @@ class KafkaReferenceSource:
 
 
 class KafkaVerdictSink:
-    def __init__(self, producer: KafkaProducer, timeout_s: float = 30.0) -> None:
-        self.producer = producer
-        self.timeout_s = timeout_s
-
     @classmethod
     def connect(cls, config: KafkaConfig) -> "KafkaVerdictSink":
-        producer = KafkaProducer(
-            bootstrap_servers=config.bootstrap,
-            client_id=config.client_id,
-            acks="all",
-            linger_ms=5,
-            retries=5,
-        )
-        return cls(producer, config.publish_timeout_s)
+        def make() -> KafkaProducer:
+            return KafkaProducer(
+                bootstrap_servers=config.bootstrap,
+                client_id=config.client_id,
+                acks="all",
+                linger_ms=5,
+                retries=5,
+                # send() blocks at most this long for metadata or buffer space, then raises a
+                # KafkaTimeoutError that the outage loop retries.
+                max_block_ms=int(config.publish_timeout_s * 1000),
+            )
+
+        producer = retry_through_outage("connect producer", make, config.outage_s)
+        return cls(producer, config.publish_timeout_s, config.outage_s)
+
+    def __init__(self, producer: KafkaProducer, timeout_s: float = 30.0,
+                 outage_s: float = 120.0) -> None:
+        self.producer = producer
+        self.timeout_s = timeout_s
+        self.outage_s = outage_s
 
     def publish(self, messages: list[Outgoing]) -> None:
-        futures = [self.producer.send(m.topic, key=m.key, value=m.value) for m in messages]
-        self.producer.flush(timeout=self.timeout_s)
-        for future in futures:
-            future.get(timeout=self.timeout_s)  # raises the broker's error, if any
+        """Send all and wait for every ack, retrying what was not acknowledged through an outage
+        of up to `outage_s` (a retried message may land twice: at-least-once)."""
+        left = list(messages)
+
+        def attempt() -> None:
+            nonlocal left
+            futures = [(m, self.producer.send(m.topic, key=m.key, value=m.value)) for m in left]
+            self.producer.flush(timeout=self.timeout_s)
+            failed, first = [], None
+            for m, future in futures:
+                try:
+                    future.get(timeout=self.timeout_s)
+                except KafkaError as exc:
+                    failed.append(m)
+                    first = first or exc
+            left = failed
+            if first is not None:
+                raise first
+
+        retry_through_outage("publish", attempt, self.outage_s)
 
     def close(self) -> None:
         self.producer.close(timeout=self.timeout_s)

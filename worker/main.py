@@ -19,7 +19,7 @@ from detector.cli import CliError
 from detector.service import Detector
 from detector.spec import SpecError
 from worker.fetch import ImageFetcher
-from worker.kafka_io import KafkaReferenceSource, KafkaVerdictSink
+from worker.kafka_io import KafkaOutage, KafkaReferenceSource, KafkaVerdictSink
 from worker.logs import configure_logging
 from worker.metrics import HealthServer, Metrics
 from worker.pipeline import Pipeline
@@ -48,30 +48,25 @@ def _run_from_environment(args: argparse.Namespace) -> int:
 
 
 def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None) -> int:
-    configure_logging(cfg.log_format, cfg.log_level)
+    configure_logging(cfg.log_format, cfg.log_level, worker_id=cfg.pipeline.worker_id)
     stop = stop or threading.Event()
     _install_signal_handlers(stop)
-    structlog.contextvars.bind_contextvars(worker_id=cfg.pipeline.worker_id)
     metrics = Metrics()
     detector = load_detector(cfg)
     log.info("bundle_loaded", model_version=detector.version, digest=detector.digest[:16],
              device=str(detector.device), param_bytes=detector.param_bytes())
-    source = KafkaReferenceSource.connect(cfg.kafka, cfg.pipeline.input_topic)
-    sink = KafkaVerdictSink.connect(cfg.kafka)
+    try:  # a broker that is down at start-up is waited out for cfg.kafka.outage_s
+        source = KafkaReferenceSource.connect(cfg.kafka, cfg.pipeline.input_topic)
+        sink = KafkaVerdictSink.connect(cfg.kafka)
+    except KafkaOutage as exc:
+        raise CliError(f"FEATDISTILL_KAFKA_BOOTSTRAP={cfg.kafka.bootstrap}: {exc}") from None
     cache = RedisVerdictCache.from_url(cfg.redis_url, cfg.cache_ttl_s, metrics)
     pipeline = Pipeline(cfg.pipeline, source, ImageFetcher(cfg.fetch), cache, sink, detector, metrics)
     source.subscribe(pipeline.on_revoke)
     health = HealthServer(metrics, pipeline.ready, cfg.metrics_port).start()
     log.info("worker_started", input_topic=cfg.pipeline.input_topic, metrics_port=health.port)
     try:
-        while not stop.is_set():
-            pipeline.step()
-        log.info("draining", grace_s=cfg.shutdown_grace_s)
-        watchdog = threading.Timer(cfg.shutdown_grace_s, _drain_overran)
-        watchdog.daemon = True
-        watchdog.start()
-        pipeline.drain()
-        watchdog.cancel()
+        status = _serve(pipeline, stop, cfg.shutdown_grace_s)
     finally:
         source.close()
         sink.close()
@@ -79,6 +74,30 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None) -> int:
         health.stop()
     log.info("worker_stopped", messages=metrics.value("featdistill_messages_total", outcome="verdict")
              + metrics.value("featdistill_messages_total", outcome="dead_letter"))
+    return status
+
+
+def _serve(pipeline: Pipeline, stop: threading.Event, grace_s: float) -> int:
+    """Step until stopped, then drain. Exit status 1, with nothing committed past the failure,
+    if Kafka stays away longer than the outage budget or if anything unexpected is raised."""
+    try:
+        while not stop.is_set():
+            pipeline.step()
+        log.info("draining", grace_s=grace_s)
+        watchdog = threading.Timer(grace_s, _drain_overran)
+        watchdog.daemon = True
+        watchdog.start()
+        # Work that would not finish within the grace is abandoned, uncommitted (replayed by the
+        # next owner), so that what did finish is published and committed in time.
+        pipeline.drain(fetch_timeout_s=grace_s * 0.3, judge_s=grace_s * 0.4)
+        watchdog.cancel()
+    except KafkaOutage as exc:
+        log.error("kafka_outage", error=str(exc), note="exiting; uncommitted work is replayed")
+        return 1
+    except Exception:
+        log.exception("worker_failed", note="a bug, not bad input: exiting with nothing "
+                      "committed past it")
+        raise
     return 0
 
 
