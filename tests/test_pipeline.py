@@ -7,6 +7,7 @@ import pytest
 
 from detector.batcher import BatchPolicy
 from detector.service import Detector
+from worker.fetch import FetchError
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline, PipelineConfig
 from worker.ports import MemoryCache, MemoryFetcher, MemorySink, MemorySource
@@ -16,10 +17,8 @@ from conftest import image_bytes, make_image
 CFG = PipelineConfig("refs", "verdicts", "dead", "w1", batch=BatchPolicy(4, 0.0), poll_max_records=50)
 
 
-class FetchFailure(Exception):
-    def __init__(self, kind, attempts=1):
-        super().__init__(kind)
-        self.kind, self.attempts = kind, attempts
+def FetchFailure(kind):  # noqa: N802 (reads like the exception it makes)
+    return FetchError(kind, f"simulated {kind}")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +59,7 @@ def test_every_message_gets_exactly_one_result_and_offsets_commit(detector):
     source.append(b"{not json")
     source.append(ref(99, "mem://gone"))
     source.append(json.dumps({"id": "x"}).encode())  # no uri
-    source.append(ref(98, "mem://img0") .replace(b"m98", b"m98"))  # a duplicate image
+    source.append(ref(98, "mem://img0"))  # a duplicate image
     run_until_idle(p)
     verdicts, dead = outcomes(sink)
     assert set(verdicts) == {f"m{i}" for i in range(10)} | {"m98"}
@@ -69,23 +68,27 @@ def test_every_message_gets_exactly_one_result_and_offsets_commit(detector):
     v = verdicts["m3"]
     assert v["label"] in ("ai_generated", "real") and len(v["experts"]) == 4
     assert v["model_version"] == "tiny-test" and len(v["phash"]) == 16 and len(v["sha256"]) == 64
-    assert verdicts["m98"]["cached"] is True and verdicts["m98"]["score"] == verdicts["m0"]["score"]
+    # Fetches finish in any order: whichever of the two identical images comes second is judged
+    # with the first, not again.
+    assert {verdicts["m98"]["cached"], verdicts["m0"]["cached"]} == {True, False}
+    assert verdicts["m98"]["score"] == verdicts["m0"]["score"]
     broken = next(d for d in dead if d["error_kind"] == "not_json")
     assert broken["original"]["value_text"] == "{not json" and broken["id"] is None
 
 
-def test_cache_hits_skip_inference_and_use_one_round_trip_per_poll(detector):
+def test_cache_hits_skip_inference_and_use_one_round_trip_per_step(detector):
     p, source, sink, cache = build(detector)
     for i in range(4):
         source.append(ref(i))
     run_until_idle(p, 2)
-    trips = cache.round_trips
+    trips, stored = cache.round_trips, dict(cache.data)
     for i in range(4):
         source.append(ref(100 + i, f"mem://img{i}"))
-    run_until_idle(p, 2)
+    run_until_idle(p, 2)  # 2 steps and a drain
     verdicts, _ = outcomes(sink)
     assert all(verdicts[f"m{100 + i}"]["cached"] for i in range(4))
-    assert cache.round_trips - trips == 1  # one MGET for the poll, nothing to write
+    # At most one MGET per step (for the fetches finished by then) and nothing to write.
+    assert 1 <= cache.round_trips - trips <= 3 and cache.data == stored
     assert p.metrics.value("featdistill_cache_hits_total") == 4
 
 

@@ -276,5 +276,69 @@ def test_sigterm_drains_and_exits_zero(run):
     assert any(line.get("event") == "worker_stopped" for line in log_lines)
     commits = run.assert_commits_never_ahead_of_results()
     verdicts, _ = run.results(0, 0)
-    # Everything the worker published is committed: the drain left nothing behind.
-    assert commits[0] == len({v["id"] for v in verdicts}) > 0
+    # The drain committed right up to the first message without a result: what it abandoned
+    # (work that would not fit in the grace period) is uncommitted, to be replayed.
+    done = {v["id"] for v in verdicts}
+    ids = run.input_ids_by_offset()
+    first_unfinished = min([o for (_, o), key in ids.items() if key not in done], default=len(ids))
+    assert commits[0] == first_unfinished > 0
+
+
+@pytest.fixture
+def dripping_server():
+    """/slow/N drips one byte a second (a stalled upload host); /ok/N serves an image at once."""
+    body = image_bytes(make_image(64, 64, seed=7))
+    stop = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            if self.path.startswith("/ok/"):
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            try:
+                for _ in range(60):  # bounded: the handler ends by itself
+                    if stop.wait(1.0):
+                        return
+                    self.wfile.write(b"\0")
+                    self.wfile.flush()
+            except OSError:
+                pass  # the worker gave up on us
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    stop.set()
+    server.shutdown()
+
+
+def test_slow_urls_neither_stall_the_others_nor_get_the_worker_evicted(run, dripping_server):
+    # max.poll.interval 6 s is shorter than one slow fetch (8 s deadline): a loop that waited
+    # for its fetches would be evicted from the group and its poll handed to another worker.
+    refs = [(f"ok-{i}", f"{dripping_server}/ok/{i}") for i in range(30)]
+    for i in range(6):
+        refs.insert(i * 5, (f"slow-{i}", f"{dripping_server}/slow/{i}"))
+    run.send(refs)
+    worker = run.start_worker(
+        "w1", FEATDISTILL_MAX_POLL_INTERVAL_MS="6000", FEATDISTILL_FETCH_TOTAL_TIMEOUT_S="8",
+        FEATDISTILL_FETCH_READ_TIMEOUT_S="5", FEATDISTILL_FETCH_THREADS="16",
+        FEATDISTILL_FETCH_RETRIES="0")
+    verdicts, dead = run.results(len(refs), timeout_s=90)
+    assert sorted(v["id"] for v in verdicts) == sorted(i for i, _ in refs if i.startswith("ok-"))
+    assert sorted(d["error_kind"] for d in dead) == ["fetch_timeout"] * 6
+    # The fast ones were published while the slow ones were still dripping.
+    assert max(v["latency_ms"] for v in verdicts) < 8000, worker.log()
+    events = [json.loads(line).get("event") for line in worker.log().splitlines()
+              if line.startswith("{")]
+    assert "partitions_revoked" not in events and events.count("partitions_assigned") == 1
+    assert worker.terminate() == 0
+    assert committed(run.bootstrap, run.group, run.input, 1) == end_offsets(run.bootstrap, run.input, 1)

@@ -48,6 +48,10 @@ class Metrics:
         self.lag = Gauge("featdistill_consumer_lag", "Messages behind the log end, per partition",
                          ["topic", "partition"], registry=r)
         self.assigned = Gauge("featdistill_assigned_partitions", "Partitions owned", registry=r)
+        self.in_flight = Gauge("featdistill_in_flight_messages",
+                               "Messages polled and not yet published", registry=r)
+        self.held_bytes = Gauge("featdistill_in_flight_pixel_bytes",
+                                "Decoded pixels held between decode and inference", registry=r)
         self.cache_up.set(1)
 
     def value(self, name: str, **labels: str) -> float:

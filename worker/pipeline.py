@@ -2,15 +2,23 @@
 commit. It sees only the ports (worker.ports), so the same code runs against fakes and against
 Kafka and Redis.
 
+The stages overlap. Fetching runs in a pool (worker.fetch_stage) and each step collects what has
+finished, so a slow URL delays only its own message: the batch deadline holds and the consumer
+polls at least every `poll_timeout_s`, well inside Kafka's max.poll.interval. What is let in is
+bounded: at most `max_in_flight` messages and `max_in_flight_bytes` of decoded pixels; at the
+bound the source is paused (polling goes on, so the group keeps us) until work drains.
+
 Delivery is at-least-once: an offset is committed only after every message below it has had its
 verdict or dead letter acknowledged by the broker. A crash before the commit replays those
-messages; the cache turns most replays into cheap hits.
+messages; the cache turns most replays into cheap hits. Only expected failures (fetch, decode,
+policy, a malformed message, a failed batch) become dead letters; anything else is a bug and
+stops the worker with nothing committed past it.
 """
 from __future__ import annotations
 
+import collections
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +28,15 @@ from PIL import Image
 from detector.batcher import BatchPolicy, Done, MicroBatcher
 from detector.images import ImageDecodeError, ImageLimits, decode_image
 from detector.service import Detector, label_for
+from worker.fetch import FetchError
+from worker.fetch_stage import FetchStage
 from worker.hashing import phash, sha256_hex
 from worker.messages import (
     DeadLetter, ImageReference, MessageError, Verdict, now, original_of, parse_reference,
 )
 from worker.metrics import Metrics
 from worker.offsets import OffsetTracker
+from worker.readiness import Readiness, ReadinessPolicy
 from worker.ports import Fetcher, Outgoing, Record, ReferenceSource, TopicPartition, VerdictCache, VerdictSink
 
 log = structlog.get_logger("featdistill.pipeline")
@@ -45,6 +56,9 @@ class PipelineConfig:
     image_limits: ImageLimits = ImageLimits()
     cache_prefix: str = "featdistill"
     lag_every_s: float = 5.0
+    max_in_flight: int = 512  # messages polled and not yet published
+    max_in_flight_bytes: int = 2 << 30  # decoded pixels held between decode and inference
+    readiness: ReadinessPolicy = ReadinessPolicy()
 
 
 @dataclass
@@ -59,6 +73,7 @@ class Job:
     phash: str = ""
     cache_key: str = ""
     attempts: int = 1
+    pixel_bytes: int = 0  # of `image`, counted against the in-flight bound while it is held
     followers: list["Job"] = field(default_factory=list)  # same image, same batch: one inference
 
     @property
@@ -83,7 +98,12 @@ class Pipeline:
         self.metrics = metrics or Metrics()
         self.offsets = OffsetTracker()
         self.batcher: MicroBatcher[Job, Any] = MicroBatcher(self._infer, config.batch)
-        self._pool = ThreadPoolExecutor(config.fetch_threads, thread_name_prefix="fetch")
+        self.fetching: FetchStage[Job, JobFailed | None] = FetchStage(self._fetch_one,
+                                                                       config.fetch_threads)
+        self.readiness = Readiness(config.readiness)
+        self._fetched: collections.deque[Job] = collections.deque()  # decoded, not yet routed
+        self._held_bytes = 0
+        self._paused = False
         self._pending_by_key: dict[str, Job] = {}
         self._outbox: list[tuple[Job, Outgoing]] = []
         self._fresh: dict[str, dict[str, Any]] = {}  # judged, not yet written to the cache
@@ -92,20 +112,41 @@ class Pipeline:
 
     # -- the loop ----------------------------------------------------------------------------
     def step(self) -> int:
-        """One poll and everything it makes ready. Returns the number of records polled."""
+        """One poll, and everything finished meanwhile. Returns the number of records polled.
+
+        Blocks for at most `poll_timeout_s`, less when a batch falls due: in the poll when no
+        fetch is running, else waiting for fetches (the poll then only takes what is there).
+        """
         due = self.batcher.seconds_until_due()
-        timeout = self.config.poll_timeout_s if due is None else min(due, self.config.poll_timeout_s)
-        records = self.source.poll(timeout, self.config.poll_max_records)
-        jobs = [self._start(r) for r in records]
-        decoded = self._fetch_all([j for j in jobs if j is not None])
-        self._route(decoded)
+        wait_s = self.config.poll_timeout_s if due is None else min(due, self.config.poll_timeout_s)
+        records = self._poll(0.0 if len(self.fetching) else wait_s)
+        for job in filter(None, map(self._start, records)):
+            self.fetching.submit(job)
+        self._collect(self.fetching.collect(wait_s if len(self.fetching) and not records else 0.0))
+        self._route_some()
         self._finish_batches(self.batcher.poll())
         self._complete()
         self._report_lag()
         return len(records)
 
-    def drain(self) -> None:
-        """Finish everything in flight: run the partial batch, publish, write cache, commit."""
+    def drain(self, fetch_timeout_s: float | None = None, judge_s: float | None = None) -> None:
+        """Finish what is in flight, within limits, publishing and committing as it goes.
+
+        Fetches still running after `fetch_timeout_s`, and fetched images not yet judged after
+        `judge_s` more, are abandoned: uncommitted, so the partitions' next owner redoes them
+        (None: no limit). The partial batch is then judged, published and committed.
+        """
+        self._collect(self.fetching.wait_all(fetch_timeout_s))
+        abandoned = len(self.fetching.abandon(lambda job: True))
+        until = None if judge_s is None else time.monotonic() + judge_s
+        while self._fetched and (until is None or time.monotonic() < until):
+            self._route_some()
+            self._complete()
+        abandoned += len(self._fetched)
+        while self._fetched:
+            self._release(self._fetched.popleft())
+        if abandoned:
+            log.info("drain_abandoned", messages=abandoned, note="uncommitted, replayed later")
         self._finish_batches(self.batcher.flush())
         self._complete()
 
@@ -122,8 +163,13 @@ class Pipeline:
         log.info("partitions_revoked", partitions=sorted(partitions))
         resume = self.offsets.resume_points(partitions)
         lost = lambda job: job.tp in partitions  # noqa: E731
+        self.fetching.abandon(lost)  # their results, when they come, are not looked at
+        for job in [j for j in self._fetched if lost(j)]:
+            self._fetched.remove(job)
+            self._release(job)
         for leader in self.batcher.discard(lambda job: not lost(job)):
             self._pending_by_key.pop(leader.cache_key, None)
+            self._release(leader)
             kept = [f for f in leader.followers if not lost(f)]
             if kept:  # an identical image from a partition we keep still needs its verdict
                 heir, heir.followers = kept[0], kept[1:]
@@ -136,7 +182,7 @@ class Pipeline:
         return resume
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self.fetching.close()
 
     # -- stages ------------------------------------------------------------------------------
     def _start(self, record: Record) -> Job | None:
@@ -149,14 +195,45 @@ class Pipeline:
             return None
         return job
 
-    def _fetch_all(self, jobs: list[Job]) -> list[Job]:
-        ok = []
-        for job, error in zip(jobs, self._pool.map(self._fetch_one, jobs)):
+    def _poll(self, timeout_s: float):
+        """Poll for as many records as the in-flight bounds admit; at the bound, pause the
+        source and poll anyway (for nothing), which keeps our place in the group."""
+        room = self.config.max_in_flight - self.offsets.in_flight()
+        full = room <= 0 or self._held_bytes >= self.config.max_in_flight_bytes
+        if full != self._paused:
+            self.source.pause() if full else self.source.resume()
+            self._paused = full
+            log.info("intake_paused" if full else "intake_resumed",
+                     in_flight=self.offsets.in_flight(), held_bytes=self._held_bytes)
+        self.metrics.in_flight.set(self.offsets.in_flight())
+        self.metrics.held_bytes.set(self._held_bytes)
+        records = self.source.poll(timeout_s, max(1, min(room, self.config.poll_max_records)))
+        return records
+
+    def _collect(self, finished: list[tuple[Job, "JobFailed | None"]]) -> None:
+        for job, error in finished:
             if error is None:
-                ok.append(job)
+                self._held_bytes += job.pixel_bytes
+                self._fetched.append(job)
             else:
                 self._dead_letter(job, error.kind, str(error), error.attempts)
-        return ok
+
+    def _route_some(self) -> None:
+        """Route a few batches' worth of fetched images per step, so that one step never runs
+        more than a few batches of inference before polling (and seeing a stop) again."""
+        take = min(len(self._fetched), 4 * self.config.batch.max_batch)
+        self._route([self._fetched.popleft() for _ in range(take)])
+
+    @property
+    def held_bytes(self) -> int:
+        """Decoded pixels held now, between decode and inference."""
+        return self._held_bytes
+
+    def _release(self, job: Job) -> None:
+        """Drop a job's pixels (its verdict is all we keep) and give their bytes back."""
+        if job.image is not None:
+            job.image = None
+            self._held_bytes -= job.pixel_bytes
 
     def _fetch_one(self, job: Job) -> JobFailed | None:
         """Runs in the fetch pool: fetch, decode and hash one image (all three release the GIL
@@ -165,14 +242,14 @@ class Pipeline:
         t0 = time.perf_counter()
         try:
             data = self.fetcher.fetch(job.ref.uri)
-        except Exception as exc:  # every fetch failure is this message's, not the worker's
-            kind = getattr(exc, "kind", type(exc).__name__)
-            return JobFailed(f"fetch_{kind}", str(exc), getattr(exc, "attempts", 1))
+        except FetchError as exc:  # this message's failure; any other exception is ours
+            return JobFailed(f"fetch_{exc.kind}", str(exc), exc.attempts)
         t1 = time.perf_counter()
         try:
             job.image = decode_image(data, self.config.image_limits)
         except ImageDecodeError as exc:
             return JobFailed(f"decode_{exc.kind}", str(exc))
+        job.pixel_bytes = job.image.width * job.image.height * len(job.image.getbands())
         t2 = time.perf_counter()
         job.sha256, job.phash = sha256_hex(data), phash(job.image)
         job.cache_key = f"{self._key_scope}:{job.phash}"
@@ -227,7 +304,9 @@ class Pipeline:
         """Publish (and wait for acks), then write the cache, then commit what is safe."""
         if self._outbox:
             t0 = time.perf_counter()
+            self.readiness.publishing(True)
             self.sink.publish([msg for _, msg in self._outbox])
+            self.readiness.publishing(False)
             self.metrics.stage_seconds.labels("publish").observe(time.perf_counter() - t0)
             for job, _ in self._outbox:
                 self.offsets.finished(job.tp, job.record.offset)
@@ -239,8 +318,10 @@ class Pipeline:
         offsets = self.offsets.committable()
         if offsets:
             t0 = time.perf_counter()
-            self.source.commit(offsets)
-            self.offsets.mark_committed(offsets)
+            committed = self.source.commit(offsets)  # False: dropped, the next owner replays
+            self.readiness.committed(committed)
+            if committed:
+                self.offsets.mark_committed(offsets)
             self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - t0)
 
     # -- results -----------------------------------------------------------------------------
@@ -277,6 +358,8 @@ class Pipeline:
 
     def _send(self, job: Job, topic: str, key: str, value: str) -> None:
         self._outbox.append((job, Outgoing(topic, key.encode(), value.encode())))
+        self._release(job)
+        self.readiness.result(dead_letter=topic == self.config.dead_letter_topic)
 
     # -- cache and lag -----------------------------------------------------------------------
     def _cache_get(self, keys: list[str]) -> dict[str, dict[str, Any]]:
@@ -299,10 +382,4 @@ class Pipeline:
             self.metrics.lag.labels(topic, str(partition)).set(lag)
 
     def ready(self) -> bool:
-        return bool(self.source.assignment())
-
-    def run(self, should_stop) -> None:
-        """Step until should_stop() is true, then drain."""
-        while not should_stop():
-            self.step()
-        self.drain()
+        return self.readiness.ready(bool(self.source.assignment()))

@@ -6,7 +6,9 @@ fetch) that are contract-tested against the same assertions as the fakes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Protocol
+
+from worker.fetch import FetchError
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,18 @@ RevokeCallback = Callable[[set[TopicPartition]], dict[TopicPartition, int]]
 class ReferenceSource(Protocol):
     def poll(self, timeout_s: float, max_records: int) -> list[Record]: ...
 
-    def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit, per partition, the offset of the next message to read."""
+    def commit(self, offsets: dict[TopicPartition, int]) -> bool:
+        """Commit, per partition, the offset of the next message to read. False if the commit
+        was dropped (membership lost, coordinator away): those messages will be replayed."""
 
     def assignment(self) -> set[TopicPartition]: ...
 
     def lag(self) -> dict[TopicPartition, int]: ...
+
+    def pause(self) -> None:
+        """Stop returning records (polling goes on, to stay in the group) until resume()."""
+
+    def resume(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -60,7 +68,9 @@ class VerdictCache(Protocol):
 
 
 class Fetcher(Protocol):
-    def fetch(self, uri: str) -> bytes: ...
+    def fetch(self, uri: str) -> bytes:
+        """The bytes at `uri`, or FetchError for what is wrong with this reference (anything
+        else raised is a fault of the worker's and stops it)."""
 
 
 # -- fakes ---------------------------------------------------------------------------------------
@@ -73,6 +83,7 @@ class MemorySource:
         self.positions = {p: 0 for p in range(partitions)}
         self.committed: dict[TopicPartition, int] = {}
         self.commit_calls: list[dict[TopicPartition, int]] = []
+        self.paused = False
 
     def append(self, value: bytes | None, key: bytes | None = None, partition: int = 0) -> None:
         log = self.logs[partition]
@@ -80,21 +91,30 @@ class MemorySource:
 
     def poll(self, timeout_s: float, max_records: int) -> list[Record]:
         out: list[Record] = []
+        if self.paused:
+            return out
         for p, log in self.logs.items():
             take = log[self.positions[p] : self.positions[p] + max_records - len(out)]
             self.positions[p] += len(take)
             out.extend(take)
         return out
 
-    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+    def commit(self, offsets: dict[TopicPartition, int]) -> bool:
         self.commit_calls.append(dict(offsets))
         self.committed.update(offsets)
+        return True
 
     def assignment(self) -> set[TopicPartition]:
         return {(self.topic, p) for p in self.logs}
 
     def lag(self) -> dict[TopicPartition, int]:
         return {(self.topic, p): len(log) - self.positions[p] for p, log in self.logs.items()}
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
 
     def close(self) -> None:
         pass
@@ -142,9 +162,6 @@ class MemoryFetcher:
         if uri in self.errors:
             raise self.errors[uri]
         if uri not in self.blobs:
-            raise FileNotFoundError(uri)
+            raise FetchError("not_found", f"{uri} does not exist")
         return self.blobs[uri]
 
-
-def partitions_of(records: Iterable[Record]) -> set[TopicPartition]:
-    return {(r.topic, r.partition) for r in records}

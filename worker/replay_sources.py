@@ -54,6 +54,7 @@ class ListingSource:
         self.checkpoint = checkpoint
         self.position = checkpoint.committed(self.topic, 0) or 0
         self.start = self.position
+        self.paused = False
 
     def total(self) -> int:
         return len(self.refs)
@@ -61,7 +62,15 @@ class ListingSource:
     def exhausted(self) -> bool:
         return self.position >= len(self.refs)
 
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
     def poll(self, timeout_s: float, max_records: int) -> list[Record]:
+        if self.paused:
+            return []
         chunk = self.refs[self.position : self.position + max_records]
         records = [
             Record(self.topic, 0, self.position + i, ref_id.encode(),
@@ -71,8 +80,9 @@ class ListingSource:
         self.position += len(records)
         return records
 
-    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+    def commit(self, offsets: dict[TopicPartition, int]) -> bool:
         self.checkpoint.save(offsets)
+        return True
 
     def assignment(self) -> set[TopicPartition]:
         return {(self.topic, 0)}
@@ -154,8 +164,15 @@ class KafkaRangeSource:
                 self.consumer.pause(tp)
         return out
 
-    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+    def commit(self, offsets: dict[TopicPartition, int]) -> bool:
         self.checkpoint.save(offsets)
+        return True
+
+    def pause(self) -> None:
+        self.consumer.pause(*self._tps.values())
+
+    def resume(self) -> None:  # finished partitions stay paused
+        self.consumer.resume(*[tp for p, tp in self._tps.items() if p not in self._done])
 
     def assignment(self) -> set[TopicPartition]:
         return {(self.topic, p) for p in self.end}

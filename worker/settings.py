@@ -18,6 +18,7 @@ from detector.images import DEFAULT_FORMATS, ImageLimits
 from worker.fetch import FetchConfig
 from worker.kafka_io import KafkaConfig
 from worker.pipeline import PipelineConfig
+from worker.readiness import ReadinessPolicy
 
 PREFIX = "FEATDISTILL_"
 
@@ -47,6 +48,12 @@ class Settings(BaseSettings):
     heartbeat_interval_ms: int = Field(2_000, gt=0, description="consumer heartbeat interval")
     max_poll_interval_ms: int = Field(300_000, gt=0, description="max time between polls")
     poll_max_records: int = Field(256, gt=0, description="records per poll at most")
+    kafka_outage_s: float = Field(
+        120.0, gt=0, description="broker outage waited out (connect, publish) before exiting")
+    max_in_flight: int = Field(
+        512, gt=0, description="messages polled and not yet published at most (then polling pauses)")
+    max_in_flight_mb: float = Field(
+        2048, gt=0, description="decoded pixels held before inference at most, MB (then polling pauses)")
     # Batching
     max_batch: int = Field(32, gt=0, description="images per inference batch at most")
     max_wait_ms: float = Field(50, ge=0, description="longest wait of a partial batch, ms")
@@ -73,6 +80,9 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = Field("json", description="json in production")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     shutdown_grace_s: float = Field(20.0, gt=0, description="drain deadline after SIGTERM")
+    ready_max_dead_letter_share: float = Field(
+        0.5, gt=0, le=1, description="/readyz fails when dead letters exceed this share of the "
+        "last minute's results (at least 20); 1 turns it off")
 
     def configs(self) -> "WorkerConfig":
         return WorkerConfig(
@@ -85,6 +95,7 @@ class Settings(BaseSettings):
                 session_timeout_ms=self.session_timeout_ms,
                 heartbeat_interval_ms=self.heartbeat_interval_ms,
                 max_poll_interval_ms=self.max_poll_interval_ms,
+                outage_s=self.kafka_outage_s,
             ),
             pipeline=PipelineConfig(
                 input_topic=self.input_topic, verdict_topic=self.verdict_topic,
@@ -93,6 +104,9 @@ class Settings(BaseSettings):
                 poll_max_records=self.poll_max_records, fetch_threads=self.fetch_threads,
                 uncertain_spread=self.uncertain_spread,
                 image_limits=ImageLimits(self.max_pixels, DEFAULT_FORMATS),
+                max_in_flight=self.max_in_flight,
+                max_in_flight_bytes=int(self.max_in_flight_mb * 1024 * 1024),
+                readiness=ReadinessPolicy(max_dead_letter_share=self.ready_max_dead_letter_share),
             ),
             fetch=FetchConfig(
                 file_roots=tuple(self.file_roots), allow_hosts=tuple(self.allow_hosts),
