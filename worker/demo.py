@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(60)
     _print(verdicts, dead, {f"img-{i}": truth.get(p, "") for i, p in enumerate(images)},
-           {f"img-{i}": p.name for i, p in enumerate(images)})
+           {f"img-{i}": p.name for i, p in enumerate(images)}
+           | {"duplicate-of-img-0": images[0].name})
     print(f"worker exited with {code}", file=sys.stderr)
     return 0 if len(verdicts) + len(dead) == len(refs) and code == 0 else 1
 
@@ -150,9 +151,10 @@ def _print(verdicts: list[dict], dead: list[dict], truth: dict[str, str],
     print(f"\n{'id':<22} {'label':<13} {'score':>6}  {'cached':<6} {'latency ms':>10}"
           + (f"  {'truth':<28}" if show else "") + "  image")
     for v in sorted(verdicts, key=lambda v: v["id"]):
-        print(f"{v['id']:<22} {v['label']:<13} {v['score']:>6.3f}  {str(v['cached']):<6} "
-              f"{v['latency_ms']:>10.1f}" + (f"  {truth.get(v['id'], ''):<28}" if show else "")
-              + f"  {names.get(v['id'], '')}".rstrip())
+        line = (f"{v['id']:<22} {v['label']:<13} {v['score']:>6.3f}  {str(v['cached']):<6} "
+                f"{v['latency_ms']:>10.1f}" + (f"  {truth.get(v['id'], ''):<28}" if show else "")
+                + f"  {names.get(v['id'], '')}")
+        print(line.rstrip())
     for d in dead:
         print(f"{d['id'] or '?':<22} dead letter: {d['error_kind']}: {d['error']}")
     cached = sum(v["cached"] for v in verdicts)
