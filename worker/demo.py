@@ -6,8 +6,9 @@ verdicts and a summary, and stops the worker. Kafka and Redis must be running (s
 starts and stops them with deploy/local/services.sh, and builds the starter bundle).
 
 Images: `--manifest` picks a seeded half-real, half-AI sample from a labelled manifest and shows
-the truth beside each verdict; `--images` takes files; otherwise a few generated pictures. The
-bundle: `--bundle`, or a tiny random one that shows the plumbing only.
+the truth beside each verdict, then how many verdicts were right; `--images` takes files;
+otherwise a few generated pictures. scripts/demo.sh passes the manifest of the package images
+(worker/demo_images.py). The bundle: `--bundle`, or a tiny random one that shows the plumbing only.
 """
 from __future__ import annotations
 
@@ -96,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(60)
-    _print(verdicts, dead, {f"img-{i}": truth.get(p, "") for i, p in enumerate(images)})
+    _print(verdicts, dead, {f"img-{i}": truth.get(p, "") for i, p in enumerate(images)},
+           {f"img-{i}": p.name for i, p in enumerate(images)}
+           | {"duplicate-of-img-0": images[0].name})
     print(f"worker exited with {code}", file=sys.stderr)
     return 0 if len(verdicts) + len(dead) == len(refs) and code == 0 else 1
 
@@ -141,14 +144,36 @@ def _from_manifest(manifest: Path, count: int, generators: str) -> dict[Path, st
             "real" if r["label"] == "real" else f"AI ({r['generator']})" for r in picked}
 
 
-def _print(verdicts: list[dict], dead: list[dict], truth: dict[str, str]) -> None:
+def _print(verdicts: list[dict], dead: list[dict], truth: dict[str, str],
+           names: dict[str, str] | None = None) -> None:
+    names = names or {}
     show = any(truth.values())
     print(f"\n{'id':<22} {'label':<13} {'score':>6}  {'cached':<6} {'latency ms':>10}"
-          + ("  truth" if show else ""))
+          + (f"  {'truth':<28}" if show else "") + "  image")
     for v in sorted(verdicts, key=lambda v: v["id"]):
-        print(f"{v['id']:<22} {v['label']:<13} {v['score']:>6.3f}  {str(v['cached']):<6} "
-              f"{v['latency_ms']:>10.1f}" + (f"  {truth.get(v['id'], '')}" if show else ""))
+        line = (f"{v['id']:<22} {v['label']:<13} {v['score']:>6.3f}  {str(v['cached']):<6} "
+                f"{v['latency_ms']:>10.1f}" + (f"  {truth.get(v['id'], ''):<28}" if show else "")
+                + f"  {names.get(v['id'], '')}")
+        print(line.rstrip())
     for d in dead:
         print(f"{d['id'] or '?':<22} dead letter: {d['error_kind']}: {d['error']}")
     cached = sum(v["cached"] for v in verdicts)
     print(f"\nsummary: judged {len(verdicts)}, of which cached {cached}, dead letters {len(dead)}")
+    if show:
+        print(_score_line(verdicts, truth))
+
+
+def _score_line(verdicts: list[dict], truth: dict[str, str]) -> str:
+    """How many verdicts match the truth, per class ("uncertain" counts as not right)."""
+    right = {"real": [0, 0], "AI": [0, 0]}
+    for v in verdicts:
+        t = truth.get(v["id"], "")
+        if not t:
+            continue
+        cls = "real" if t == "real" else "AI"
+        right[cls][1] += 1
+        right[cls][0] += v["label"] == ("real" if cls == "real" else "ai_generated")
+    total = [sum(x) for x in zip(*right.values())]
+    return (f"right: {total[0]} of {total[1]} distinct images (AI images called AI: "
+            f"{right['AI'][0]} of {right['AI'][1]}; real photos called real: "
+            f"{right['real'][0]} of {right['real'][1]})")
