@@ -7,8 +7,9 @@ reads the chosen images out of it, checks each image's SHA-256, and writes them 
 `${FEATDISTILL_CACHE:-~/.cache/featdistill}/demo-images/`. It prints the manifest's path. A
 second run finds every image with its pinned hash and the same table, and downloads nothing.
 
-- real: everyday photographs shipped as sample data (scikit-image, imgaug, matplotlib) and the
-  photographs among the Lomiri (Ubuntu Touch 16.04) wallpapers, each with its licence;
+- real: everyday photographs shipped as sample data (scikit-image, imgaug, matplotlib), each
+  with its licence (desktop-wallpaper packages are reserved for independent evaluation: never
+  used here);
 - AI: the thumbnails of ComfyUI's text-to-image workflow templates. The templates' index
   (comfyui-workflow-templates-json, same release) lists each thumbnail as the workflow's
   `output/` image, and the workflows take no input image: each is a text-to-image model's output
@@ -82,12 +83,8 @@ SKIMAGE = Package("pypi", "scikit-image", "0.26.0", "", "BSD-3-Clause")
 IMGAUG = Package("pypi", "imgaug", "0.4.0",
                  "ce61e65b4eb7405fc62c1b0a79d2fa92fd47f763aaecb65152d29243592111f9", "MIT")
 MATPLOTLIB = Package("pypi", "matplotlib", "3.11.2", "", "matplotlib licence (PSF-based)")
-LOMIRI = Package("apt", "lomiri-wallpapers-16.04", "20.04.0-2",
-                 "a99ff6a3bfe451e4cc0682ecb3cc82e71740626d59e4845ae34a0a0e45421eab",
-                 "CC-BY-4.0 / CC-BY-SA-4.0 / CC0-1.0, per file")
-
-# Image licences: scikit-image's from the docstrings of skimage/data/_fetchers.py in its wheel,
-# Lomiri's from the package's copyright file. imgaug and matplotlib do not name the photographer
+# Image licences: scikit-image's from the docstrings of skimage/data/_fetchers.py in its wheel.
+# imgaug and matplotlib do not name the photographer
 # of their sample photo: the package's licence is given. Columns: sha256, file, | licence.
 _SKIMAGE = """
 88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5 astronaut.png                          | public domain (NASA)
@@ -95,19 +92,6 @@ _SKIMAGE = """
 cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7 coffee.png                             | CC0 (Rachel Michetti)
 c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c rocket.jpg                             | public domain (SpaceX)
 b0793d2adda0fa6ae899c03989482bff9a42d3d5690fc7e3648f2795d730c23a camera.png                             | CC0 (Lav Varshney)
-"""
-_LOMIRI = """
-bd86b081f9975e2b83527f71e49b9271a8ab40885428395969d9f7d834d7f050 Bridge_by_Sander_Klootwijk.jpg         | CC-BY-SA-4.0 (Sander Klootwijk)
-af5af17841009732def24b09bb1e669a1b09d2b4bdeee7812c371101c30d2bb3 Dragonfly_by_Bolly.jpg                 | CC-BY-SA-4.0 (Bolly)
-c8c0ab18e48d9e0419fe42881112137f3afafc27dfddc29ec3a6d54c56d225ad Picture_0B_by_freespace.jpg            | CC-BY-4.0 (Trevor Freespace)
-89e86af38d04daaef975665dc2127e9fa76f0fd68f4eea105a2d0ae3390b010b Picture_1A_by_freespace.jpg            | CC-BY-4.0 (Trevor Freespace)
-d2e96e6d4da40dd804b3d0ce295e94de04a2d7d9b6785d42cd9d92ba58bced74 Wine_by_Jakkub_Mede.jpg                | CC-BY-4.0 (Jakub Mede)
-66268e7b48f8854d36a28765fac6e23ec1aee251daa6da1f64715f201020ad36 aitzgorri_by_Aitzol_Berasategi.jpg     | CC-BY-4.0 (Aitzol Berasategi)
-cc40e313c74e421edffe3403def413c16878ce14661cce7ec5915baeab35538d friends_by_Aitzol_Berasategi.jpg       | CC-BY-4.0 (Aitzol Berasategi)
-4c119350ead80201fe256850c3d316309ddfb4bdf10b235ce982dcde0c667c05 life_by_Aitzol_Berasategi.jpg          | CC-BY-4.0 (Aitzol Berasategi)
-414d0072b2f6f2c555deafeaef6e45c4fed6fa9ad26eba6560ca8803959cf97a picosdeeuropa_by_Aitzol_Berasategi.jpg | CC-BY-4.0 (Aitzol Berasategi)
-a5634d1ab5e41a3568e92d4a894a500c92b891f9ff734e50bd224d6e185a605f seeding_by_Clements_Engelhardt.jpg     | CC0-1.0 (Clemens Engelhardt)
-474dab6a4b9f94dc76c29dfe30e9f5db4af0fd2e33fe5d695f8152b371efca18 sunset_by_Aitzol_Berasategi.jpg        | CC-BY-4.0 (Aitzol Berasategi)
 """
 # Every template of the release whose index entry (comfyui-workflow-templates-json 0.1.123, the
 # same comfyui-workflow-templates 0.11.97 release) is tagged "Text to Image", takes no input and
@@ -172,8 +156,6 @@ PICTURES: tuple[Picture, ...] = (
     Picture(MATPLOTLIB, "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
             "a8ca6d734765703b09728ab47fe59f473d93ae3967fc24c7c0288c3c7adb7130", "real", "",
             "matplotlib licence (package)"),
-    *(Picture(LOMIRI, f"usr/share/backgrounds/{name}", sha, "real", "", lic)
-      for sha, name, lic in _table(_LOMIRI)),
     *(Picture(COMFY, f"comfyui_workflow_templates_media_image/templates/{name}-1.webp", sha,
               "fake", generator, COMFY.licence)
       for sha, name, generator in _table(_COMFY)),
