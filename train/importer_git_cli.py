@@ -38,6 +38,14 @@ def present_sources(root: Path) -> list[str]:
     return sorted(n for n in names if (root / n / "manifest.csv").is_file())
 
 
+def clone_command(src, root: Path) -> str:
+    """The shell line that clones one source's repository and checks out its pinned commit."""
+    owner, name = src.repo.split("/", 1)
+    dest = root / f"{owner}+{name}"
+    return (f"git clone https://github.com/{src.repo}.git {dest} && "
+            f"git -C {dest} checkout -q {src.commit}")
+
+
 def run_source(src, roots: list[Path], root: Path, force: bool) -> tuple[list[dict], str, Counter]:
     from train.importer_files import read_rows
     from train.importer_git import import_git, stamp_matches
@@ -73,8 +81,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="output folder (default $FEATDISTILL_CACHE/sources)")
     parser.add_argument("--force", action="store_true", help="re-import even if up to date")
     parser.add_argument("--report", action="store_true", help="print the index's distributions")
+    parser.add_argument("--clone-commands", action="store_true",
+                        help="print the git commands that make the clones the import reads")
     args = parser.parse_args(argv)
 
+    if args.clone_commands:
+        root = (args.git_root or default_git_roots())[0]
+        for s in GIT_SOURCES:
+            print(clone_command(s, root))
+        return 0
     if args.list:
         for s in GIT_SOURCES:
             labels = "+".join(sorted({r.label for r in s.rules}))

@@ -158,10 +158,11 @@ GIT_SOURCES: tuple[GitSource, ...] = (
               "CC-BY-SA-4.0 (user contributions) / per-file (exif.org samples)",
               (GitRule("jpg/**/*", "real", "photo",
                        exclude=("jpg/invalid/**", "jpg/corrupted.jpg", "jpg/xmp/BlueSquare.jpg",
-                                "jpg/PaintTool_sample.jpg")),),
+                                "jpg/PaintTool_sample.jpg", "jpg/orientation/**")),),
               notes="Camera and phone JPEGs collected to test EXIF readers (Canon, Nikon, Fuji, "
                     "Kodak, Olympus, Sony, iPhone, Nokia...); most are tiny thumbnails below the "
-                    "96 px floor"),
+                    "96 px floor. jpg/orientation (one waterfall photo 16 times, with the "
+                    "orientation drawn on it) is left out"),
     GitSource("immich-test-assets", "immich-app/test-assets",
               "ec56cc6c1d76c45bc9615dc6ea232470a2b0a3a1", "public domain (README)",
               (GitRule("albums/**/*", "real", "photo"),
