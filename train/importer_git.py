@@ -135,11 +135,17 @@ class GitSource:
     def config_hash(self) -> str:
         cfg = {k: v for k, v in asdict(self).items() if k not in ("notes", "default", "rules")}
         cfg["rules"] = [{k: v for k, v in asdict(r).items() if k != "generator_from"}
-                        | {"resolver": getattr(r.generator_from, "__qualname__", None)}
+                        | {"resolver": _resolver_id(r.generator_from)}
                         for r in self.rules]
         cfg["pipeline"] = GIT_PIPELINE_VERSION
         blob = json.dumps(cfg, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _resolver_id(fn: Resolver | None) -> str | None:
+    """Name and `version` attribute of a resolver: bump the version when its table changes, so
+    the stamp of every source using it goes stale."""
+    return None if fn is None else f"{fn.__qualname__}:{getattr(fn, 'version', 0)}"
 
 
 @dataclass

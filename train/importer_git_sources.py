@@ -35,8 +35,8 @@ _COMFY_MODELS = (
     (r"lumina_2", "lumina/lumina-image-2"), (r"omnigen2", "omnigen/omnigen2"),
     (r"qwen_image_edit", "qwen-image/qwen-image-edit"), (r"qwen_image", "qwen-image/qwen-image"),
     (r"z_image_turbo", "z-image/z-image-turbo"),
-    (r"v1-5|512-inpainting|anything-v3|aom3|abyssorange|cardosanime|wd-illusion",
-     "sd15/sd1.5-finetune"), (r"v2-1_768|sd21-unclip", "sd2/sd2.1"),
+    (r"v1-5|512-inpainting|anything-v3|aom3|abyssorange|cardosanime", "sd15/sd1.5-finetune"),
+    (r"v2-1_768|sd21-unclip|wd-illusion", "sd2/sd2.1"),
 )
 _IGNORED_MODELS = re.compile(r"esrgan|upscale", re.I)
 
@@ -72,6 +72,9 @@ def comfy_workflow_model(path: str, ctx: Ctx) -> str | None:
     return sorted(found)[0] if len(found) == 1 else f"{families.pop()}/mixed"
 
 
+comfy_workflow_model.version = 2  # type: ignore[attr-defined]  # wd-illusion is SD 2.1-based
+
+
 def _horde_family(model: str) -> str:
     m = model.lower()
     if "xl" in m or m in ("fustercluck",):
@@ -100,6 +103,9 @@ def horde_style_model(path: str, ctx: Ctx) -> str | None:
         return None
     slug = re.sub(r"[^a-z0-9.]+", "-", model.lower()).strip("-")
     return f"{_horde_family(model)}/{slug}"
+
+
+horde_style_model.version = 1  # type: ignore[attr-defined]
 
 
 # ----------------------------------------------------------------------------------------------
