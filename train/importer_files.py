@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from train.importers import Importer, Rule
 
 MANIFEST_COLUMNS = ("path", "label", "generator", "source", "category", "licence", "split",
-                    "sha256", "width", "height", "orig")
+                    "sha256", "width", "height", "orig", "group")
 RASTER_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
 HARD_MAX_PIXELS = 200_000_000  # never decode more than this (a 200 MP RGBA image is 800 MB)
 
@@ -213,6 +213,7 @@ def write_source(out_dir: Path, imp: Importer, items: Sequence[Item], version: s
             "width": it.size[0],
             "height": it.size[1],
             "orig": it.orig,
+            "group": f"gen:{imp.generator}" if imp.kind == "fake" else f"real:{imp.name}",
         })
     rows.sort(key=lambda r: r["path"])
     write_manifest(tmp / "manifest.csv", rows)
@@ -244,19 +245,44 @@ def summarise(rows: Sequence[dict]) -> dict:
 
 
 def write_index(root: Path, names: Iterable[str]) -> dict:
-    """root/train.csv (split=train, minus pixels shared with eval sources) and root/eval_only.csv,
-    paths relative to root."""
-    train, evals = [], []
+    """root/train.csv, root/heldout.csv and root/eval_only.csv, paths relative to root.
+
+    train.csv: every split=train row, minus images whose pixels also appear in an eval_only or
+    heldout source, minus pixel duplicates across sources (the first path in sorted order wins),
+    minus pixels found under both labels. heldout.csv: the project's own held-out sources (whole
+    generators and whole real-photo sources). eval_only.csv: the reserved package sources."""
+    train, evals, held = [], [], []
     for name in sorted(names):
         manifest = root / name / "manifest.csv"
         if not manifest.is_file():
             continue
         for row in read_rows(manifest):
             row = dict(row, path=f"{name}/{row['path']}")
-            (evals if row["split"] == "eval_only" else train).append(row)
+            if not row.get("group"):  # manifests written before the group column
+                row["group"] = (f"gen:{row['generator']}" if row["label"] == "fake"
+                                else f"real:{name}")
+            {"eval_only": evals, "heldout": held}.get(row["split"], train).append(row)
     eval_hashes = {r["sha256"] for r in evals}
+    held_hashes = {r["sha256"] for r in held}
     leaked = [r for r in train if r["sha256"] in eval_hashes]
     train = [r for r in train if r["sha256"] not in eval_hashes]
-    write_manifest(root / "train.csv", sorted(train, key=lambda r: r["path"]))
+    in_held = sum(r["sha256"] in held_hashes for r in train)
+    train = [r for r in train if r["sha256"] not in held_hashes]
+    labels: dict[str, set] = {}
+    for r in train:
+        labels.setdefault(r["sha256"], set()).add(r["label"])
+    conflicts = {h for h, ls in labels.items() if len(ls) > 1}
+    kept, seen = [], set()
+    for r in sorted(train, key=lambda r: r["path"]):
+        if r["sha256"] in conflicts or r["sha256"] in seen:
+            continue
+        seen.add(r["sha256"])
+        kept.append(r)
+    write_manifest(root / "train.csv", kept)
+    write_manifest(root / "heldout.csv", sorted(held, key=lambda r: r["path"]))
     write_manifest(root / "eval_only.csv", sorted(evals, key=lambda r: r["path"]))
-    return {"train": summarise(train), "eval_only": summarise(evals), "removed_as_in_eval": len(leaked)}
+    return {"train": summarise(kept), "heldout": summarise(held), "eval_only": summarise(evals),
+            "removed_as_in_eval": len(leaked), "removed_as_in_heldout": in_held,
+            "removed_label_conflict": sum(r["sha256"] in conflicts for r in train),
+            "removed_cross_source_duplicate": len(train) - len(kept)
+            - sum(r["sha256"] in conflicts for r in train)}

@@ -382,7 +382,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cats = " ".join(f"{k}={v}" for k, v in s["category"].items())
         print(f"{imp.name:30s} {s['images']:6d} {imp.kind:4s} {imp.split:9s} {state:10s} "
               f"{time.monotonic() - t0:6.1f}s  {cats}", flush=True)
-    present = [i.name for i in IMPORTERS if (root / i.name / "manifest.csv").is_file()]
+    from train.importer_git_cli import present_sources  # package and git sources alike
+
+    present = present_sources(root)
     index = write_index(root, present)
     tr, ev = index["train"], index["eval_only"]
     print(f"train.csv: {tr['images']} images {tr['label']}; eval_only.csv: {ev['images']} images; "
