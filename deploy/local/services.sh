@@ -387,5 +387,5 @@ case "$cmd" in
     status) load_ports; status ;;
     env) load_ports; print_env ;;
     kafka-class) load_ports; kafka_class "$@" ;;
-    *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
