@@ -163,7 +163,7 @@ class WorkerProcess:
                 raise AssertionError(f"fewer than {count} handled:\n{self.log()}")
             time.sleep(0.02)
 
-    def wait_ready(self, timeout_s: float = 90.0) -> None:
+    def wait_ready(self, timeout_s: float = 180.0) -> None:  # a loaded 2-core box: 30-80 s
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
