@@ -102,8 +102,12 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args(argv)
     configure_logging("console", "warning")
-    bootstrap = os.environ.get("FEATDISTILL_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
-    redis_url = os.environ.get("FEATDISTILL_REDIS_URL", "redis://127.0.0.1:16379/0")
+    # No default ports: each checkout's services have their own (deploy/local/services.sh env).
+    missing = [v for v in ("FEATDISTILL_KAFKA_BOOTSTRAP", "FEATDISTILL_REDIS_URL") if v not in os.environ]
+    if missing:
+        parser.error(f"{' and '.join(missing)} not set: bash deploy/local/services.sh start && "
+                     'eval "$(bash deploy/local/services.sh env)"')
+    bootstrap, redis_url = os.environ["FEATDISTILL_KAFKA_BOOTSTRAP"], os.environ["FEATDISTILL_REDIS_URL"]
     work = Path(tempfile.mkdtemp(prefix="fd-bench-"))
     paths = make_images(work / "images", args.images)
     uris = [p.as_uri() for p in paths]

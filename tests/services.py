@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -98,16 +100,45 @@ def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
 
 
 class WorkerProcess:
-    """`featdistill worker` as a real subprocess, configured through the environment."""
+    """`featdistill worker` as a real subprocess, configured through the environment.
+
+    FEATDISTILL_METRICS_PORT=0 (the default here) lets the worker bind any free port, read back
+    from its `worker_started` log line: no port is picked early and lost to someone else.
+    """
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
         self._log = open(log_path, "ab")
+        self._log_start = self._log.tell()  # an earlier worker's lines may precede ours
+        # PYTHONFAULTHANDLER: a worker that will not stop is sent SIGABRT and logs its threads.
+        # OMP_NUM_THREADS: tests run several workers on a small machine; with a thread per core
+        # each, their OpenMP pools spin against one another (4x slower inference on 2 cores).
+        env = {"FEATDISTILL_METRICS_PORT": "0", "PYTHONFAULTHANDLER": "1", "OMP_NUM_THREADS": "1",
+               **env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "detector.cli", "worker"],
             env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
         )
-        self.metrics_port = int(env["FEATDISTILL_METRICS_PORT"])
+        self._metrics_port = int(env["FEATDISTILL_METRICS_PORT"]) or None
+
+    @property
+    def metrics_port(self) -> int:
+        if self._metrics_port is None:
+            self._metrics_port = self._logged_metrics_port()
+        if self._metrics_port is None:
+            raise AssertionError(f"the worker has not logged its metrics port yet:\n{self.log()}")
+        return self._metrics_port
+
+    def _logged_metrics_port(self) -> int | None:
+        self._log.flush()
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_start)
+            lines = f.read().decode(errors="replace").splitlines()
+        for line in lines:
+            if "worker_started" in line:  # a JSON or a console log line
+                found = re.search(r'metrics_port"?[=:] *(\d+)', line)
+                return int(found.group(1)) if found else None
+        return None
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
@@ -132,11 +163,15 @@ class WorkerProcess:
                 raise AssertionError(f"fewer than {count} handled:\n{self.log()}")
             time.sleep(0.02)
 
-    def wait_ready(self, timeout_s: float = 90.0) -> None:
+    def wait_ready(self, timeout_s: float = 180.0) -> None:  # a loaded 2-core box: 30-80 s
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker exited early:\n{self.log()}")
+            self._metrics_port = self._metrics_port or self._logged_metrics_port()
+            if self._metrics_port is None:
+                time.sleep(0.3)  # still loading the bundle or joining Kafka
+                continue
             try:
                 with urllib.request.urlopen(
                         f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=2) as r:
@@ -149,15 +184,21 @@ class WorkerProcess:
 
     def terminate(self, timeout_s: float = 60.0) -> int:
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout_s)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            self.proc.wait(30)
+            raise AssertionError(f"worker still running {timeout_s}s after SIGTERM; where its "
+                                 f"threads were:\n{self.log(20_000)}") from None
 
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait(30)
 
-    def log(self) -> str:
+    def log(self, tail: int = 5000) -> str:
         self._log.flush()
-        return self.log_path.read_text(errors="replace")[-5000:]
+        return self.log_path.read_text(errors="replace")[-tail:]
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -167,6 +208,8 @@ class WorkerProcess:
 
 
 def free_port() -> int:
+    """A port free now, for a server that cannot bind port 0 itself (someone may take it before
+    the server binds it: prefer port 0 and ask the server which port it got)."""
     import socket
 
     with socket.socket() as s:
@@ -174,9 +217,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _redis_services(command: str) -> None:
+    # The Redis the tests use (FEATDISTILL_REDIS_URL), whatever services.sh recorded or was told.
+    port = urllib.parse.urlsplit(os.environ["FEATDISTILL_REDIS_URL"]).port
+    done = subprocess.run(["bash", str(SERVICES), command], capture_output=True, text=True,
+                          env={**os.environ, "FEATDISTILL_REDIS_PORT": str(port)})
+    if done.returncode != 0:
+        raise AssertionError(f"services.sh {command} failed:\n{done.stderr}")
+
+
 def stop_redis() -> None:
-    subprocess.run(["bash", str(SERVICES), "stop-redis"], check=True, capture_output=True)
+    _redis_services("stop-redis")
 
 
 def start_redis() -> None:
-    subprocess.run(["bash", str(SERVICES), "start-redis"], check=True, capture_output=True)
+    _redis_services("start-redis")

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import image_bytes, make_image, write_tiny_bundle
 from services import (
-    WorkerProcess, committed, create_topic, end_offsets, free_port, produce, read_topic,
+    WorkerProcess, committed, create_topic, end_offsets, produce, read_topic,
     require_services, start_redis, stop_redis, unique,
 )
 from test_images import png_with_header_size
@@ -86,7 +86,7 @@ class Run:
             "FEATDISTILL_VERDICT_TOPIC": self.verdicts, "FEATDISTILL_DEAD_LETTER_TOPIC": self.dead,
             "FEATDISTILL_FILE_ROOTS": json.dumps([str(self.images)]),
             "FEATDISTILL_ALLOW_HOSTS": json.dumps(["127.0.0.1"]),
-            "FEATDISTILL_METRICS_PORT": str(free_port()), "FEATDISTILL_WORKER_ID": name,
+            "FEATDISTILL_METRICS_PORT": "0", "FEATDISTILL_WORKER_ID": name,
             "FEATDISTILL_SESSION_TIMEOUT_MS": "6000", "FEATDISTILL_HEARTBEAT_INTERVAL_MS": "1000",
             "FEATDISTILL_MAX_BATCH": "16", "FEATDISTILL_MAX_WAIT_MS": "20",
             "FEATDISTILL_FETCH_MAX_BYTES": str(MAX_BYTES), "FEATDISTILL_MAX_PIXELS": "4000000",

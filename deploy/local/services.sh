@@ -7,24 +7,25 @@
 #   bash deploy/local/services.sh kafka-class CLASS [ARGS...]  (run a Kafka tool from the jars)
 #   eval "$(bash deploy/local/services.sh env)"
 #
-# See deploy/local/README.md for the variables.
+# Ports are free ones picked by 'start' and recorded for this checkout (FEATDISTILL_KAFKA_PORT,
+# FEATDISTILL_KAFKA_CONTROLLER_PORT, FEATDISTILL_REDIS_PORT fix them instead); the other
+# commands use the recorded ones. See deploy/local/README.md for the variables.
 set -euo pipefail
 
 CACHE="${FEATDISTILL_CACHE:-$HOME/.cache/featdistill}"
 KAFKA_VERSION="${FEATDISTILL_KAFKA_VERSION:-4.1.2}"
-KAFKA_PORT="${FEATDISTILL_KAFKA_PORT:-19092}"
-CONTROLLER_PORT="${FEATDISTILL_KAFKA_CONTROLLER_PORT:-19093}"
 KAFKA_PARTITIONS="${FEATDISTILL_KAFKA_PARTITIONS:-1}"
-REDIS_PORT="${FEATDISTILL_REDIS_PORT:-16379}"
-SERVICES_DIR="${FEATDISTILL_SERVICES_DIR:-$CACHE/services}"
 START_TIMEOUT="${FEATDISTILL_START_TIMEOUT:-90}"
 
-# Jars are shared by every clone; runtime state is keyed by port so that two setups with
-# different ports (parallel CI jobs) never share a pid file or a log dir.
+# Jars are shared by every clone. Runtime state (pids, logs, data, the ports picked) belongs to
+# one checkout: two clones side by side each get their own broker and Redis, and 'stop' in one
+# never reaches the other's.
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
+SERVICES_ROOT="$CACHE/services"
+SERVICES_DIR="${FEATDISTILL_SERVICES_DIR:-$SERVICES_ROOT/$(basename "$REPO")-$(printf %s "$REPO" | sha256sum | cut -c1-12)}"
+PORTS_FILE="$SERVICES_DIR/ports"
 KAFKA_HOME="$CACHE/kafka-$KAFKA_VERSION"
 KAFKA_LIBS="$KAFKA_HOME/libs"
-KAFKA_RUN="$SERVICES_DIR/kafka-$KAFKA_PORT"
-REDIS_RUN="$SERVICES_DIR/redis-$REDIS_PORT"
 
 log() { echo "services: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -36,7 +37,7 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # (pids get recycled; never signal a stranger).
 live_pid() {  # pidfile cmdline-pattern
     local pid; [ -s "$1" ] || return 1; pid="$(cat "$1")"
-    [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$2" || return 1
+    [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$2" || return 1
     echo "$pid"
 }
 
@@ -62,6 +63,103 @@ fail_with_log() {  # logfile message
     grep -E ' (ERROR|FATAL) |^Caused by' "$1" 2>/dev/null | head -n 12 >&2 || true
     grep -v -P '^\t' "$1" 2>/dev/null | tail -n 25 >&2 || true
     exit 1
+}
+
+# ---------------------------------------------------------------- ports
+# A port given in FEATDISTILL_*_PORT is used as is and never recorded. Any other port is the
+# one this checkout recorded in $PORTS_FILE; 'start' picks and records it when there is none.
+recorded_port() {  # key
+    [ -f "$PORTS_FILE" ] && sed -n "s/^$1=\([0-9][0-9]*\)\$/\1/p" "$PORTS_FILE" | head -n 1
+    return 0
+}
+
+load_ports() {
+    REC_KAFKA="$(recorded_port kafka)"; REC_CONTROLLER="$(recorded_port controller)"
+    REC_REDIS="$(recorded_port redis)"
+    KAFKA_PORT="${FEATDISTILL_KAFKA_PORT:-$REC_KAFKA}"
+    CONTROLLER_PORT="${FEATDISTILL_KAFKA_CONTROLLER_PORT:-$REC_CONTROLLER}"
+    REDIS_PORT="${FEATDISTILL_REDIS_PORT:-$REC_REDIS}"
+    set_run_dirs
+}
+
+# One dir per port, so setups with different explicit ports never share a pid file.
+set_run_dirs() {
+    KAFKA_RUN="$SERVICES_DIR/kafka-$KAFKA_PORT"
+    REDIS_RUN="$SERVICES_DIR/redis-$REDIS_PORT"
+    KAFKA_CMDLINE="kafka.Kafka $KAFKA_RUN/server.properties"  # what our broker's pid must run
+}
+
+# A free port on 127.0.0.1, checked by binding it. Below the kernel's ephemeral range (an
+# outgoing connection could take such a port between this pick and the service's bind), and
+# never a port another checkout recorded: it will want it back on its next start.
+pick_port() {
+    command -v python3 >/dev/null || die "needs python3 to pick free ports (or set FEATDISTILL_*_PORT)"
+    local port
+    port="$(cat "$SERVICES_ROOT"/*/ports 2>/dev/null | sed -n 's/^[a-z]*=//p' |
+        python3 -c '
+import random, socket, sys
+taken = {int(p) for p in sys.stdin.read().split() + sys.argv[1:] if p.isdigit()}
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for port in random.sample(range(20000, low if low > 21000 else 61000), 1000):
+    if port in taken:
+        continue
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+    print(port)
+    break
+' "$KAFKA_PORT" "$CONTROLLER_PORT" "$REDIS_PORT")"
+    [ -n "$port" ] || die "found no free port on 127.0.0.1"
+    echo "$port"
+}
+
+# Keep a recorded port while our service holds it or nobody does; after a crash or a reboot
+# another program may have taken it, and then this checkout moves to a new one.
+keep_port() {  # port our-pid-alive name
+    [ -n "$1" ] || return 1
+    if [ "$2" = 1 ] || ! port_open "$1"; then return 0; fi
+    log "$3 port $1 is now taken by another program; picking a new one"
+    return 1
+}
+
+# Fill in every port not given explicitly and record them, under a lock shared by all
+# checkouts so two starting at once never pick the same port.
+choose_ports() {
+    mkdir -p "$SERVICES_ROOT" "$SERVICES_DIR"
+    exec 7>"$SERVICES_ROOT/.ports.lock" && flock 7
+    load_ports
+    local kafka_alive=0 redis_alive=0
+    live_pid "$KAFKA_RUN/kafka.pid" "$KAFKA_CMDLINE" >/dev/null && kafka_alive=1
+    live_pid "$REDIS_RUN/redis.pid" redis-server >/dev/null && redis_alive=1
+    [ -n "${FEATDISTILL_KAFKA_PORT:-}" ] || keep_port "$KAFKA_PORT" $kafka_alive kafka ||
+        KAFKA_PORT="$(pick_port)"
+    [ -n "${FEATDISTILL_KAFKA_CONTROLLER_PORT:-}" ] ||
+        keep_port "$CONTROLLER_PORT" $kafka_alive "kafka controller" || CONTROLLER_PORT="$(pick_port)"
+    [ -n "${FEATDISTILL_REDIS_PORT:-}" ] || keep_port "$REDIS_PORT" $redis_alive redis ||
+        REDIS_PORT="$(pick_port)"
+    # Explicit ports belong to the caller: the record keeps what it held for them.
+    local kafka="$KAFKA_PORT" controller="$CONTROLLER_PORT" redis="$REDIS_PORT"
+    [ -z "${FEATDISTILL_KAFKA_PORT:-}" ] || kafka="$REC_KAFKA"
+    [ -z "${FEATDISTILL_KAFKA_CONTROLLER_PORT:-}" ] || controller="$REC_CONTROLLER"
+    [ -z "${FEATDISTILL_REDIS_PORT:-}" ] || redis="$REC_REDIS"
+    printf 'kafka=%s\ncontroller=%s\nredis=%s\n' "$kafka" "$controller" "$redis" >"$PORTS_FILE.tmp"
+    mv "$PORTS_FILE.tmp" "$PORTS_FILE"
+    exec 7>&-
+    set_run_dirs
+}
+
+require_ports() {  # what the command needs: kafka and/or redis
+    local name
+    for name in "$@"; do
+        case "$name" in
+            kafka) [ -n "$KAFKA_PORT" ] && [ -n "$CONTROLLER_PORT" ] && continue ;;
+            redis) [ -n "$REDIS_PORT" ] && continue ;;
+        esac
+        die "no $name port recorded in $SERVICES_DIR: run 'bash $0 start' first" \
+            "(or set FEATDISTILL_KAFKA_PORT, FEATDISTILL_KAFKA_CONTROLLER_PORT, FEATDISTILL_REDIS_PORT)"
+    done
 }
 
 # ---------------------------------------------------------------- install
@@ -118,7 +216,7 @@ install_redis() {
 
 # ---------------------------------------------------------------- kafka
 kafka_healthy() {
-    live_pid "$KAFKA_RUN/kafka.pid" kafka.Kafka >/dev/null && port_open "$KAFKA_PORT" &&
+    live_pid "$KAFKA_RUN/kafka.pid" "$KAFKA_CMDLINE" >/dev/null && port_open "$KAFKA_PORT" &&
         grep -q "Kafka Server started" "$KAFKA_RUN/kafka.log" 2>/dev/null
 }
 
@@ -148,10 +246,11 @@ EOF
 
 start_kafka() {
     if kafka_healthy; then log "kafka already running on 127.0.0.1:$KAFKA_PORT"; return 0; fi
-    terminate "$KAFKA_RUN/kafka.pid" kafka.Kafka 30 kafka  # half-started leftover, if any
+    terminate "$KAFKA_RUN/kafka.pid" "$KAFKA_CMDLINE" 30 kafka  # half-started leftover, if any
     local port
     for port in "$KAFKA_PORT" "$CONTROLLER_PORT"; do
-        port_open "$port" && die "port $port is taken by a process we did not start"
+        port_open "$port" && die "port $port is taken by a process we did not start" \
+            "(another checkout's services? pick another FEATDISTILL_*_PORT, or unset it)"
     done
     install_kafka
     mkdir -p "$KAFKA_RUN"
@@ -184,14 +283,14 @@ start_kafka() {
         sleep 0.5
         kafka_healthy && { log "kafka up after $((SECONDS - t0))s"; return 0; }
         # (the pid file is written by the child; give it a moment before trusting its absence)
-        [ $((SECONDS - t0)) -ge 2 ] && ! live_pid "$KAFKA_RUN/kafka.pid" kafka.Kafka >/dev/null &&
+        [ $((SECONDS - t0)) -ge 2 ] && ! live_pid "$KAFKA_RUN/kafka.pid" "$KAFKA_CMDLINE" >/dev/null &&
             fail_with_log "$KAFKA_RUN/kafka.log" "kafka exited during startup"
     done
     fail_with_log "$KAFKA_RUN/kafka.log" "kafka not healthy after ${START_TIMEOUT}s"
 }
 
 stop_kafka() {  # [--keep-data]
-    terminate "$KAFKA_RUN/kafka.pid" kafka.Kafka 30 kafka
+    terminate "$KAFKA_RUN/kafka.pid" "$KAFKA_CMDLINE" 30 kafka
     # A fresh cluster per start: no topics or offsets left over from the last run.
     if [ "${1:-}" = --keep-data ]; then
         [ ! -d "$KAFKA_RUN/data" ] || touch "$KAFKA_RUN/keep-data"
@@ -200,12 +299,16 @@ stop_kafka() {  # [--keep-data]
 
 # ---------------------------------------------------------------- redis
 redis_ping() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
+# Ours, not merely a Redis: another checkout's may answer PING on an explicit port.
+redis_healthy() { live_pid "$REDIS_RUN/redis.pid" redis-server >/dev/null && redis_ping; }
 
 start_redis() {
     install_redis
-    if redis_ping; then log "redis already running on 127.0.0.1:$REDIS_PORT"; return 0; fi
+    if redis_healthy; then log "redis already running on 127.0.0.1:$REDIS_PORT"; return 0; fi
+    stop_redis  # a leftover that no longer answers, if any
     # A daemonizing redis-server exits 0 even when the port is taken: check first.
-    port_open "$REDIS_PORT" && die "port $REDIS_PORT is taken by something that is not redis"
+    port_open "$REDIS_PORT" && die "port $REDIS_PORT is taken by a process we did not start" \
+        "(another checkout's redis? pick another FEATDISTILL_REDIS_PORT, or unset it)"
     mkdir -p "$REDIS_RUN"
     # Our own config and daemon, not Debian's system service; a cache needs no persistence.
     cat >"$REDIS_RUN/redis.conf" <<EOF
@@ -234,16 +337,41 @@ stop_redis() { terminate "$REDIS_RUN/redis.pid" redis-server 15 redis; }
 
 # ---------------------------------------------------------------- commands
 print_env() {
+    require_ports kafka redis
     printf 'export FEATDISTILL_KAFKA_BOOTSTRAP=127.0.0.1:%s\nexport FEATDISTILL_REDIS_URL=redis://127.0.0.1:%s/0\n' \
         "$KAFKA_PORT" "$REDIS_PORT"
 }
 
 status() {
     local rc=0
-    if kafka_healthy; then echo "kafka: running on 127.0.0.1:$KAFKA_PORT"; else echo "kafka: stopped"; rc=1; fi
-    if command -v redis-cli >/dev/null && redis_ping; then echo "redis: running on 127.0.0.1:$REDIS_PORT"
+    if [ -n "$KAFKA_PORT" ] && kafka_healthy; then echo "kafka: running on 127.0.0.1:$KAFKA_PORT"
+    else echo "kafka: stopped"; rc=1; fi
+    if [ -n "$REDIS_PORT" ] && command -v redis-cli >/dev/null && redis_healthy; then
+        echo "redis: running on 127.0.0.1:$REDIS_PORT"
     else echo "redis: stopped"; rc=1; fi
+    echo "state: $SERVICES_DIR"
     return "$rc"
+}
+
+stop() {  # [--keep-data]
+    [ -z "${1:-}" ] || [ "$1" = --keep-data ] || die "stop: unknown option $1"
+    if [ -n "$KAFKA_PORT" ]; then stop_kafka "${1:-}"; fi
+    if [ -n "$REDIS_PORT" ]; then stop_redis; fi
+}
+
+# Tools that talk to a broker get this checkout's unless the arguments name one. Only the
+# org.apache.kafka.tools classes, and right after the class: where a tool wants the option
+# after a subcommand (ClusterTool), pass --bootstrap-server yourself.
+kafka_class() {  # CLASS [ARGS...]
+    install_kafka
+    local arg named=0
+    for arg in "$@"; do
+        case "$arg" in --bootstrap-server* | --bootstrap-controller* | --broker-list*) named=1 ;; esac
+    done
+    if [ "$named" = 0 ] && [ -n "$KAFKA_PORT" ] && [[ "${1:-}" == org.apache.kafka.tools.* ]]; then
+        set -- "$1" --bootstrap-server "127.0.0.1:$KAFKA_PORT" "${@:2}"
+    fi
+    exec java -Xmx256m -cp "$KAFKA_LIBS/*" -Dorg.slf4j.simpleLogger.defaultLogLevel=warn "$@"
 }
 
 # start/stop from a test run and a demo at once must not race on the same pid files.
@@ -252,16 +380,12 @@ lock_services() { mkdir -p "$SERVICES_DIR"; exec 9>"$SERVICES_DIR/.lock"; flock 
 cmd="${1:-}"; shift || true
 case "$cmd" in
     install) install_kafka; install_redis ;;
-    start) lock_services; install_kafka; install_redis; start_kafka; start_redis ;;
-    stop)
-        [ -z "${1:-}" ] || [ "$1" = --keep-data ] || die "stop: unknown option $1"
-        lock_services; stop_kafka "${1:-}"; stop_redis ;;
-    start-redis) lock_services; start_redis ;;
-    stop-redis) lock_services; stop_redis ;;
-    status) status ;;
-    env) print_env ;;
-    kafka-class)
-        install_kafka
-        exec java -Xmx256m -cp "$KAFKA_LIBS/*" -Dorg.slf4j.simpleLogger.defaultLogLevel=warn "$@" ;;
-    *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    start) lock_services; install_kafka; install_redis; choose_ports; start_kafka; start_redis ;;
+    stop) lock_services; load_ports; stop "$@" ;;
+    start-redis) lock_services; install_redis; choose_ports; start_redis ;;
+    stop-redis) lock_services; load_ports; if [ -n "$REDIS_PORT" ]; then stop_redis; fi ;;
+    status) load_ports; status ;;
+    env) load_ports; print_env ;;
+    kafka-class) load_ports; kafka_class "$@" ;;
+    *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
