@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from detector import presets
 from detector.bundle import save_bundle
+from detector.cli import CliError
 from detector.expert import Expert
 
 
@@ -63,7 +64,10 @@ def _generated_images(folder: Path, count: int = 6) -> list[Path]:
 def run(args: argparse.Namespace) -> int:
     from kafka import KafkaConsumer, KafkaProducer
 
-    bootstrap = os.environ.get("FEATDISTILL_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+    bootstrap = os.environ.get("FEATDISTILL_KAFKA_BOOTSTRAP")
+    if not bootstrap:  # the local broker's port is per checkout: no default to guess
+        raise CliError("set FEATDISTILL_KAFKA_BOOTSTRAP (and FEATDISTILL_REDIS_URL), e.g. with "
+                       "eval \"$(bash deploy/local/services.sh env)\", as scripts/demo.sh does")
     work = Path(tempfile.mkdtemp(prefix="featdistill-demo-"))
     bundle = args.bundle or _tiny_bundle(work / "bundle")
     truth: dict[Path, str] = {}
