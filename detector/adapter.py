@@ -100,7 +100,8 @@ def read_adapter(path: str | Path) -> tuple[EnsembleSpec, dict[str, dict[str, to
     return ensemble, per_expert, meta
 
 
-def _apply(expert: Expert, entries: dict[str, torch.Tensor]) -> None:
+def apply_adapter(expert: Expert, entries: dict[str, torch.Tensor]) -> None:
+    """Load an adapter's entries for one expert (full tensors and low-rank deltas) into it."""
     state = expert.state_dict()
     updates: dict[str, torch.Tensor] = {}
     for key, tensor in entries.items():
@@ -144,7 +145,7 @@ def build_from_adapter(adapter: str | Path, backbone: str | Path, out_dir: str |
             base = Expert.build(spec)
             base.backbone.load_state(state)
         expert = Expert(spec, copy.deepcopy(base.backbone))
-        _apply(expert, per_expert[spec.name])
+        apply_adapter(expert, per_expert[spec.name])
         experts.append(expert.eval())
     provenance = {**json.loads(meta.get("provenance", "{}")),
                   "adapter": {"file": Path(adapter).name, "sha256": sha256_file(Path(adapter)),
