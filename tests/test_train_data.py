@@ -174,3 +174,18 @@ def test_training_refuses_rows_reserved_for_evaluation(tmp_path):
     assert len(read_manifest(tmp_path / "m.csv")) == 1  # evaluation may read it
     with pytest.raises(DataError, match="reserved for evaluation"):
         read_manifest(tmp_path / "m.csv", training=True)
+
+
+def test_training_refuses_heldout_rows(tmp_path):
+    import pytest
+
+    from train.data import DataError, SourceConfig, read_manifest, read_source, read_sources
+
+    (tmp_path / "m.csv").write_text("path,label,generator,source,split\n"
+                                    "a.png,real,,photos,train\nb.png,fake,flux,gallery,heldout\n")
+    assert len(read_manifest(tmp_path / "m.csv")) == 2  # evaluation may read it
+    with pytest.raises(DataError, match=r"row 3 .*split=heldout"):
+        read_manifest(tmp_path / "m.csv", training=True)
+    with pytest.raises(DataError, match="split=heldout"):  # the path training takes
+        read_sources([SourceConfig(path=str(tmp_path / "m.csv"))])
+    assert len(read_source(SourceConfig(path=str(tmp_path / "m.csv")), training=False)) == 2

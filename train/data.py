@@ -28,6 +28,8 @@ from detector.images import IMAGE_SUFFIXES
 from train import toy
 
 _LABELS = {"real": 0, "fake": 1, "0": 0, "1": 1}
+# Manifest `split` values that training refuses (evaluation may read them).
+_NOT_FOR_TRAINING = ("eval_only", "heldout")
 
 
 class DataError(ValueError):
@@ -102,14 +104,17 @@ def _rows(path: Path) -> Iterable[dict[str, Any]]:
 
 def read_manifest(path: str | Path, origin: int = 0, training: bool = False) -> list[Sample]:
     """Samples of a CSV/JSONL manifest. For training, rows marked split=eval_only (sources
-    reserved for independent evaluation, see train/DATACARD.md) are refused."""
+    reserved for independent evaluation, see train/DATACARD.md) or split=heldout (the git
+    sources' held-out set, whole generators and photo sources kept out of training) are
+    refused: point evaluation, not training, at such a manifest."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: manifest not found")
     samples = []
     for n, row in enumerate(_rows(path), 2):
-        if training and str(row.get("split") or "") == "eval_only":
-            raise DataError(f"{path}: row {n} is reserved for evaluation (split=eval_only); "
+        split = str(row.get("split") or "").strip()
+        if training and split in _NOT_FOR_TRAINING:
+            raise DataError(f"{path}: row {n} is reserved for evaluation (split={split}); "
                             "it must not be trained on")
         if not row.get("path"):
             raise DataError(f"{path}: row {n} has no path")

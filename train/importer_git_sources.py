@@ -143,6 +143,20 @@ GIT_SOURCES: tuple[GitSource, ...] = (
               notes="AI Horde style previews: one person, place and thing prompt per style, "
                     "rendered on the Horde with the style's model (styles.json): SDXL fine-tunes "
                     "(AlbedoBase XL) and SD 1.5 fine-tunes (DreamShaper and others), late 2023"),
+    GitSource("nano-banana-pro-prompts", "samuxbuilds/awesome-prompts",
+              "43c81bb3af690a5a1bd4a6bd8a97a869bf504765", "MIT (gallery; images posted on X by "
+              "many authors)",
+              (GitRule("public/media/*/pg-*", "fake", "ai-gallery", "gemini-image/nano-banana-pro",
+                       trim=_GEMINI_MARK),
+               GitRule("public/media/*/nb-*", "fake", "ai-gallery", "gemini-image/nano-banana-pro",
+                       trim=_GEMINI_MARK)),
+              notes="Nano Banana Pro outputs: pg-* from promptgather.io's nano-banana-pro listing "
+                    "(scripts/import-promptgather.ts), nb-* from the awesome-nanobanana-pro README "
+                    "(scripts/importNanoBananaPro.ts); mostly photorealistic portraits, selfies, "
+                    "street and product scenes, also 3D figures, posters, icons. WebP re-encoded "
+                    "by the gallery (about 1024 px). The other media (imported from an "
+                    "awesome-nano-banana case list, Nano Banana 2.5 or unknown) are left out. "
+                    "Bottom 16 % cropped like nano-banana-gallery (Gemini sparkle logo)"),
     GitSource("comfyui-examples", "comfyanonymous/ComfyUI_examples",
               "f9431bb000ce792094ff345446e22cac1ea6cef3",
               "permissive (\"use, copy, modify and/or distribute for any purpose\", LICENSE)",
@@ -169,6 +183,15 @@ GIT_SOURCES: tuple[GitSource, ...] = (
                     "Kodak, Olympus, Sony, iPhone, Nokia...); most are tiny thumbnails below the "
                     "96 px floor. jpg/orientation (one waterfall photo 16 times, with the "
                     "orientation drawn on it) is left out"),
+    GitSource("pedestrian-frames", "LS-chen/Pedestrian-behavior-detection-and-prediction",
+              "26cfc4cd4ddf0de0f55cabcde39f2d9dd0571a13",
+              "none stated (repository); frames of public pedestrian video recordings, research use",
+              (GitRule("JPEGImages/*.jpg", "real", "photo"),),
+              notes="A pedestrian-detection set in VOC layout: 1,569 frames, mostly 720x576 (PAL "
+                    "SD video camera, some interlacing) and 640x480, of German city streets, "
+                    "shopping streets, tram stops and a few indoor scenes; people walking, cars, "
+                    "bikes. Frames are sparse samples of sequences (neighbours differ), but "
+                    "scenes repeat"),
     GitSource("immich-test-assets", "immich-app/test-assets",
               "ec56cc6c1d76c45bc9615dc6ea232470a2b0a3a1", "public domain (README)",
               (GitRule("albums/**/*", "real", "photo"),

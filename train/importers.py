@@ -34,8 +34,9 @@ Desktop wallpaper/background packages are reserved for independent evaluation: t
 carry `eval_only=True` and write `split=eval_only`; an importer that names a reserved package
 without that flag cannot be constructed. After a run, <root>/train.csv gathers every split=train
 row (paths relative to <root>), minus any image whose pixels also appear in an eval_only source,
-and <root>/eval_only.csv gathers the reserved ones. NOTE: `train.data` does not read the `split`
-column, so never point training at eval_only.csv or at a reserved source's manifest.
+and <root>/eval_only.csv gathers the reserved ones. Training (`train.data.read_manifest` with
+training=True) refuses rows whose `split` is eval_only or heldout; a manifest without a `split`
+column is not checked, so still never point training at a reserved source's files.
 
 Code layout: this module holds the model (`Importer`, `Rule`), processing (`process`, `collect`),
 running (`run_importer`) and the CLI; train/importer_sources.py the sources (`IMPORTERS`,

@@ -1,0 +1,43 @@
+"""The shipped training recipes (examples/train/) load, and v2 keeps its promises: confound
+breaking on for both classes, fast precision, no held-out or reserved manifests as sources."""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+from train.config import ConfigError, load_config
+from train.samples import prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+V2 = ROOT / "examples/train/starter-v2.yaml"
+SOURCES = "data.sources=[{path: /x/aigi.csv}, {path: /x/git/train.csv, weight: 3.0}]"
+
+
+def test_starter_v2_needs_its_sources_set():
+    with pytest.raises(ConfigError, match="needs a path"):  # the git index is the script's to set
+        load_config(V2)
+
+
+def test_starter_v2_recipe():
+    cfg = load_config(V2, [SOURCES])
+    assert cfg.precision == "fast"
+    prep = cfg.data.prep
+    assert prep.enabled and prep.p_jpeg == 1.0 and prep.jpeg_quality[0] >= 30
+    # the confound breaker never sees the label: both classes get the same random treatment
+    assert "label" not in inspect.signature(prepare).parameters
+    assert cfg.data.balance and cfg.data.view_bank.views >= 2
+    assert cfg.data.split.kind == "leave_out" and "gpt-image/gpt-image-1" in cfg.data.split.holdout
+    assert not any(Path(s.path).name in ("heldout.csv", "eval_only.csv") for s in cfg.data.sources)
+    # the script's "harsh" bank: overrides that must stay valid
+    harsh = load_config(V2, [SOURCES, "data.degrade={p_degrade: 1.0, p_extended: 0.8, min_ops: 2, "
+                             "max_ops: 3}", "data.prep.jpeg_quality=[35, 100]"])
+    assert harsh.data.degrade.p_extended == 0.8 and harsh.data.prep.jpeg_quality == (35, 100)
+
+
+def test_train_starter_v2_script_sets_what_the_recipe_leaves_open():
+    script = (ROOT / "scripts/train_starter_v2.sh").read_text()
+    for needle in ("expert.pretrained=", "data.sources=", "--smoke", "heldout.csv"):
+        assert needle in script
+    assert '--data "$eval_only"' in script  # evaluated, never a training source
