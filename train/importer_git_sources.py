@@ -191,7 +191,9 @@ GIT_SOURCES: tuple[GitSource, ...] = (
                     "SD video camera, some interlacing) and 640x480, of German city streets, "
                     "shopping streets, tram stops and a few indoor scenes; people walking, cars, "
                     "bikes. Frames are sparse samples of sequences (neighbours differ), but "
-                    "scenes repeat"),
+                    "scenes repeat. The repository states no licence, so this source is opt-in "
+                    "(--only pedestrian-frames), not part of the default corpus",
+              default=False),
     GitSource("immich-test-assets", "immich-app/test-assets",
               "ec56cc6c1d76c45bc9615dc6ea232470a2b0a3a1", "public domain (README)",
               (GitRule("albums/**/*", "real", "photo"),
