@@ -89,6 +89,7 @@ class Pipeline:
         self._fresh: dict[str, dict[str, Any]] = {}  # judged, not yet written to the cache
         self._next_lag_at = 0.0
         self._key_scope = f"{config.cache_prefix}:{detector.version}:{detector.digest[:12]}"
+        self._decode_side = detector.decode_side  # decode no bigger than the experts need
 
     # -- the loop ----------------------------------------------------------------------------
     def step(self) -> int:
@@ -170,7 +171,7 @@ class Pipeline:
             return JobFailed(f"fetch_{kind}", str(exc), getattr(exc, "attempts", 1))
         t1 = time.perf_counter()
         try:
-            job.image = decode_image(data, self.config.image_limits)
+            job.image = decode_image(data, self.config.image_limits, self._decode_side)
         except ImageDecodeError as exc:
             return JobFailed(f"decode_{exc.kind}", str(exc))
         t2 = time.perf_counter()
