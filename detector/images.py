@@ -9,8 +9,9 @@ at least `min_side` (or whole, when it is smaller than that) instead of at full 
 are decoded straight to 1/2, 1/4 or 1/8 size by libjpeg's DCT scaling (Image.draft), which saves
 most of the inverse DCT, upsampling and colour conversion (not the entropy decoding of the whole
 file: that stays, and is most of what a reduced decode costs); other formats are decoded whole,
-then reduced by an integer box filter (Image.reduce). Either way the result keeps at least `min_side`, so a later antialiased resize to
-the model's input still has the final say on the pixels (see detector.preprocess.decode_side).
+then reduced by an integer box filter (Image.reduce). Either way the result keeps at least
+`min_side`, so a later antialiased resize to the model's input still has the final say on the
+pixels (see detector.preprocess.decode_side).
 """
 from __future__ import annotations
 

@@ -122,7 +122,8 @@ def test_reduced_decode_gives_close_inputs(fmt, spec):
     """
     side = decode_side([spec])
     for size in [(3 * side + 11, 2 * side + 5), (2 * side, 3 * side)]:  # reduced by 2 and 3
-        data = image_bytes(make_image(*size, seed=7), fmt, **({"quality": 95} if fmt != "PNG" else {}))
+        options = {"quality": 95} if fmt != "PNG" else {}
+        data = image_bytes(make_image(*size, seed=7), fmt, **options)
         full, reduced = decode_image(data), decode_image(data, min_side=side)
         assert min(reduced.size) < min(full.size)
         diff = (to_tensor(reduced, spec) - to_tensor(full, spec)).abs()
