@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     uris = [p.as_uri() for p in paths]
     detector = Detector.load(random_bundle(work / "bundle", args.preset, "bench"),
                              batch_size=args.batch, dtype=args.dtype)
-    images = [decode_image(p.read_bytes()) for p in paths]
+    images = [decode_image(p.read_bytes(), min_side=detector.decode_side) for p in paths]
     detector.predict(images[:2])  # warm-up
     roots = (str(work),)
     prefix = f"bench-{uuid.uuid4().hex[:8]}"

@@ -3,6 +3,15 @@
 The pixel limit is checked from the header, before any pixel is decoded, so a decompression bomb
 (a small file that expands to gigapixels) is refused at the cost of reading its header. EXIF
 orientation is applied and animations give their first frame.
+
+`min_side` asks for no more pixels than the model needs: the image comes back with its short side
+at least `min_side` (or whole, when it is smaller than that) instead of at full resolution. JPEGs
+are decoded straight to 1/2, 1/4 or 1/8 size by libjpeg's DCT scaling (Image.draft), which saves
+most of the inverse DCT, upsampling and colour conversion (not the entropy decoding of the whole
+file: that stays, and is most of what a reduced decode costs); other formats are decoded whole,
+then reduced by an integer box filter (Image.reduce). Either way the result keeps at least
+`min_side`, so a later antialiased resize to the model's input still has the final say on the
+pixels (see detector.preprocess.decode_side).
 """
 from __future__ import annotations
 
@@ -33,8 +42,34 @@ class ImageDecodeError(ValueError):
         self.kind = kind
 
 
-def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
-    """Bytes -> RGB PIL image with EXIF orientation applied, or ImageDecodeError."""
+def decode_image(data: bytes, limits: ImageLimits = ImageLimits(),
+                 min_side: int | None = None) -> Image.Image:
+    """Bytes -> RGB PIL image with EXIF orientation applied, or ImageDecodeError.
+
+    With `min_side`, the image is reduced while decoding, keeping its short side >= min_side."""
+    img = _open_checked(data, limits)
+    try:
+        img.seek(0)  # first frame of an animation
+        if min_side:
+            # Only JPEG acts on a draft (other formats ignore it). The size asked for is square:
+            # libjpeg then keeps short side / scale >= min_side whatever the orientation.
+            img.draft("RGB", (min_side, min_side))
+        img.load()
+        # After the draft: orientation is a transpose, the same on the reduced pixels. In place:
+        # no copy of a full-size image when there is nothing to turn.
+        ImageOps.exif_transpose(img, in_place=True)
+        out = img.convert("RGB") if img.mode != "RGB" else img
+        out = _reduce(out, min_side) if min_side else out
+        # A detached image: the opened one holds the file's bytes for as long as it lives.
+        return out.copy() if out is img else out
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError("too_many_pixels", f"image refused: {exc}") from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageDecodeError("corrupt_image", f"image data is corrupt or truncated ({exc})") from exc
+
+
+def _open_checked(data: bytes, limits: ImageLimits) -> Image.Image:
+    """The image's header, opened lazily: no pixel decoded yet, format and size checked."""
     try:
         with warnings.catch_warnings():
             # PIL warns (and past 2x its own limit raises) on huge images; our own limit, checked
@@ -57,20 +92,22 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
             "too_many_pixels",
             f"{width}x{height} = {width * height} pixels exceeds the limit of {limits.max_pixels}",
         )
-    try:
-        img.seek(0)  # first frame of an animation
-        img.load()
-        img = ImageOps.exif_transpose(img)
-        return img.convert("RGB")
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError("too_many_pixels", f"image refused: {exc}") from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageDecodeError("corrupt_image", f"image data is corrupt or truncated ({exc})") from exc
+    return img
 
 
-def load_image_file(path: str | Path, limits: ImageLimits = ImageLimits()) -> Image.Image:
+def _reduce(img: Image.Image, min_side: int) -> Image.Image:
+    """Box-filter by the largest integer factor that keeps the short side >= min_side: what the
+    JPEG draft does in the DCT, for every format (and for a JPEG still 2x too big after the
+    draft's largest scale, 1/8). After the RGB conversion, so alpha is dropped exactly as it is at
+    full size (reduce would otherwise premultiply it)."""
+    factor = min(img.size) // min_side
+    return img.reduce(factor) if factor >= 2 else img
+
+
+def load_image_file(path: str | Path, limits: ImageLimits = ImageLimits(),
+                    min_side: int | None = None) -> Image.Image:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ImageDecodeError("unreadable_file", f"{path}: {exc.strerror or exc}") from exc
-    return decode_image(data, limits)
+    return decode_image(data, limits, min_side)

@@ -3,10 +3,14 @@
 Training and inference both call `to_tensor`, so they cannot disagree. The operations follow the
 reference transforms (open_clip's torchvision pipeline, transformers' image processors): PIL
 resampling on uint8 images, torchvision's rounding for sizes and centre crops.
+
+An image need not arrive at full resolution: `decode_side` is the short side it may be reduced to
+while decoding (detector.images.decode_image's min_side) and still give about the same tensors.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +23,20 @@ _RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
     "nearest": Image.Resampling.NEAREST,
 }
+
+
+# Decode to at least twice the largest input side. The resize below is antialiased: its filter
+# spans the whole reduction, so what a cheap reduction before it (JPEG DCT scaling, box filter)
+# did to the pixels is averaged away when the resize still reduces 2x or more (PIL's own
+# reducing_gap=2 rests on the same argument). bench/decode_fidelity.py measures the score change.
+DECODE_MARGIN = 2.0
+
+
+def decode_side(specs: Iterable[PreprocessSpec], margin: float = DECODE_MARGIN) -> int:
+    """The short side images must keep, when reduced at decode, for every one of these pipelines:
+    margin x the largest input size. Enough for every resize mode: shortest and squash bring the
+    short side down to `size`, longest brings the long side (which is longer) down to it."""
+    return math.ceil(margin * max(spec.size for spec in specs))
 
 
 def _resize(img: Image.Image, spec: PreprocessSpec) -> Image.Image:

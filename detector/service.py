@@ -17,7 +17,7 @@ from PIL import Image
 from detector.bundle import Manifest, load_experts, read_manifest
 from detector.expert import Expert, param_bytes
 from detector.precision import autocast, resolve_precision
-from detector.preprocess import to_batch
+from detector.preprocess import decode_side, to_batch
 from detector.spec import EnsembleSpec, PreprocessSpec
 
 AI_GENERATED = "ai_generated"
@@ -135,6 +135,12 @@ class Detector:
     def preprocess_specs(self) -> list[PreprocessSpec]:
         """The distinct input pipelines of the experts, in first-use order."""
         return list(dict.fromkeys(e.spec.preprocess for e in self.experts))
+
+    @property
+    def decode_side(self) -> int:
+        """The short side images may be reduced to at decode (detector.images.decode_image's
+        min_side) for the scores to stay those of the full image: 2x the largest input."""
+        return decode_side(self.preprocess_specs)
 
     @torch.no_grad()  # not inference_mode: it made CPU bf16 autocast 3x slower (measured)
     def expert_probabilities(self, images: Sequence[Image.Image]) -> torch.Tensor:

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from detector.preprocess import to_batch, to_tensor
+from detector.images import decode_image
+from detector.preprocess import decode_side, to_batch, to_tensor
 from detector.presets import CLIP_224, SIGLIP_384
 from detector.spec import HALF, PreprocessSpec
 
-from conftest import make_image
+from conftest import image_bytes, make_image
 
 SHAPES = [(300, 200), (200, 300), (224, 224), (97, 413), (640, 480)]
 
@@ -41,7 +42,7 @@ def test_open_clip_preprocess_cfg_of_the_paper_models_matches_our_presets():
 def test_squash_matches_open_clip_squash(size):
     import open_clip
 
-    spec = PreprocessSpec(size=96, resize_mode="squash", mean=HALF, std=HALF)
+    spec = PreprocessSpec(size=96, resize_mode="squash", mean=HALF, std=HALF)  # as SQUASH_96
     ref = open_clip.image_transform(96, is_train=False, mean=HALF, std=HALF,
                                     resize_mode="squash", interpolation="bicubic")
     image = make_image(*size, seed=2)
@@ -87,3 +88,43 @@ def test_small_images_are_padded_by_longest_mode():
 def test_batch_stacks():
     batch = to_batch([make_image(seed=i) for i in range(3)], CLIP_224)
     assert batch.shape == (3, 3, 224, 224) and batch.dtype == torch.float32
+
+
+def test_decode_side_is_twice_the_largest_input():
+    assert decode_side([CLIP_224]) == 448
+    assert decode_side([CLIP_224, SIGLIP_384]) == 768
+    assert decode_side([CLIP_224], margin=1.5) == 336
+
+
+def test_detector_decode_side_comes_from_its_experts(tiny_bundle):
+    from detector.service import Detector
+
+    detector = Detector.load(tiny_bundle)
+    assert detector.decode_side == decode_side(detector.preprocess_specs)
+    assert detector.decode_side == 2 * max(spec.size for spec in detector.preprocess_specs)
+
+
+SQUASH_96 = PreprocessSpec(size=96, resize_mode="squash", mean=HALF, std=HALF)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+@pytest.mark.parametrize("spec", [CLIP_224, SQUASH_96], ids=["clip224", "squash96"])
+def test_reduced_decode_gives_close_inputs(fmt, spec):
+    """What the worker feeds the experts (decoded reduced to decode_side) against a full decode.
+
+    Tolerances, in normalised units (one grey level is 1/255/0.27 = 0.015 with CLIP's std): mean
+    below 0.03, about two grey levels, and no value off by more than 0.2. Measured here: mean
+    0.004-0.020, max 0.016-0.15; make_image's noise (20 grey levels on every pixel) is far rougher
+    than a photo's, and the two routes average it differently. What the bound rules out, measured
+    on the same images: a crop one output pixel off gives 0.045-0.056, a nearest-neighbour
+    (aliased) halving 0.054, a wrong orientation 1.2. The detector's own verdict on the change
+    is bench/decode_fidelity.py's (bench/results/decode-fidelity.json).
+    """
+    side = decode_side([spec])
+    for size in [(3 * side + 11, 2 * side + 5), (2 * side, 3 * side)]:  # reduced by 2 and 3
+        options = {"quality": 95} if fmt != "PNG" else {}
+        data = image_bytes(make_image(*size, seed=7), fmt, **options)
+        full, reduced = decode_image(data), decode_image(data, min_side=side)
+        assert min(reduced.size) < min(full.size)
+        diff = (to_tensor(reduced, spec) - to_tensor(full, spec)).abs()
+        assert diff.mean() < 0.03 and diff.max() < 0.2, (size, diff.mean(), diff.max())

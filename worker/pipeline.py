@@ -109,6 +109,7 @@ class Pipeline:
         self._fresh: dict[str, dict[str, Any]] = {}  # judged, not yet written to the cache
         self._next_lag_at = 0.0
         self._key_scope = f"{config.cache_prefix}:{detector.version}:{detector.digest[:12]}"
+        self._decode_side = detector.decode_side  # decode no bigger than the experts need
 
     # -- the loop ----------------------------------------------------------------------------
     def step(self) -> int:
@@ -246,7 +247,7 @@ class Pipeline:
             return JobFailed(f"fetch_{exc.kind}", str(exc), exc.attempts)
         t1 = time.perf_counter()
         try:
-            job.image = decode_image(data, self.config.image_limits)
+            job.image = decode_image(data, self.config.image_limits, self._decode_side)
         except ImageDecodeError as exc:
             return JobFailed(f"decode_{exc.kind}", str(exc))
         job.pixel_bytes = job.image.width * job.image.height * len(job.image.getbands())
