@@ -12,6 +12,7 @@ from worker.pipeline import Pipeline, PipelineConfig
 from worker.ports import MemoryCache, MemoryFetcher, MemorySink, MemorySource
 
 from conftest import image_bytes, make_image
+from test_cache_match import photo, smooth_refill
 
 CFG = PipelineConfig("refs", "verdicts", "dead", "w1", batch=BatchPolicy(4, 0.0), poll_max_records=50)
 
@@ -85,8 +86,9 @@ def test_cache_hits_skip_inference_and_use_one_round_trip_per_poll(detector):
     run_until_idle(p, 2)
     verdicts, _ = outcomes(sink)
     assert all(verdicts[f"m{100 + i}"]["cached"] for i in range(4))
+    assert {verdicts[f"m{100 + i}"]["cache"] for i in range(4)} == {"exact"}
     assert cache.round_trips - trips == 1  # one MGET for the poll, nothing to write
-    assert p.metrics.value("featdistill_cache_hits_total") == 4
+    assert p.metrics.value("featdistill_cache_hits_total", kind="exact") == 4
 
 
 def test_outage_of_the_cache_only_costs_speed(detector):
@@ -171,3 +173,70 @@ def test_revocation_abandons_the_lost_partitions_work_without_committing_it(dete
     assert set(verdicts) == {"m0", "m3"}  # m3 inherited the judging of m1's image
     assert verdicts["m3"]["cached"] is False
     assert source.committed == {("refs", 0): 2}
+
+
+def test_identical_images_in_flight_are_duplicates_not_cache_hits(detector):
+    cfg = PipelineConfig("refs", "verdicts", "dead", "w1", batch=BatchPolicy(8, 60.0))
+    p, source, sink, cache = build(detector, cfg=cfg)
+    source.append(ref(0))
+    source.append(ref(1, "mem://img0"))  # the same image, in the same poll
+    p.step()
+    p.drain()
+    verdicts, _ = outcomes(sink)
+    assert verdicts["m0"]["duplicate_of"] is None and verdicts["m1"]["duplicate_of"] == "m0"
+    assert not verdicts["m0"]["cached"] and not verdicts["m1"]["cached"]
+    assert verdicts["m1"]["cache"] is None and verdicts["m1"]["score"] == verdicts["m0"]["score"]
+    m = p.metrics
+    assert m.value("featdistill_inflight_duplicates_total") == 1
+    assert m.value("featdistill_cache_hits_total", kind="exact") == 0
+    assert m.value("featdistill_cache_misses_total") == 2
+    assert m.value("featdistill_batch_size_sum") == 1  # judged once
+
+
+def test_reencodes_are_near_hits_and_local_edits_are_judged_afresh(detector):
+    img = photo()
+    box = (90, 90, 154, 150)  # 5% of the picture, smoothly refilled: the pHash does not change
+    blobs = {
+        "mem://original": image_bytes(img, "JPEG", quality=92),
+        "mem://reencoded": image_bytes(img.resize((240, 180)), "JPEG", quality=60),
+        "mem://edited": image_bytes(smooth_refill(img, box), "JPEG", quality=92),
+    }
+    p, source, sink, cache = build(detector, blobs=blobs)
+    source.append(ref(0, "mem://original"))
+    run_until_idle(p, 2)
+    source.append(ref(1, "mem://reencoded"))
+    source.append(ref(2, "mem://edited"))
+    run_until_idle(p, 2)
+    verdicts, _ = outcomes(sink)
+    assert verdicts["m1"]["cached"] is True and verdicts["m1"]["cache"] == "near"
+    assert verdicts["m2"]["cached"] is False and verdicts["m2"]["cache"] is None
+    assert verdicts["m2"]["phash"] == verdicts["m0"]["phash"]  # same key: the old bug's case
+    assert p.metrics.value("featdistill_cache_hits_total", kind="near") == 1
+    assert p.metrics.value("featdistill_cache_mismatches_total") == 1
+    stored = json.loads(cache.data[p.lookup.key(p_fingerprint(blobs["mem://edited"]))])
+    assert stored["sha256"] == verdicts["m2"]["sha256"]  # the fresh verdict overwrote the entry
+
+
+def p_fingerprint(data: bytes):
+    from detector.images import decode_image
+    from worker.cache_match import fingerprint
+
+    return fingerprint(data, decode_image(data))
+
+
+def test_unusable_cache_values_are_counted_misses_and_overwritten(detector):
+    p, source, sink, cache = build(detector)
+    values = [b"\x00\xffgarbage", b'{"score": 0.1}', b'{"score": 0.1, "experts": {}, "spread": 0}',
+              b'[1, 2]', b'{"v": 2, "score": "high"}']
+    for i, value in enumerate(values):
+        cache.data[p.lookup.key(p_fingerprint(p.fetcher.blobs[f"mem://img{i}"]))] = value
+        source.append(ref(i))
+    run_until_idle(p)
+    verdicts, dead = outcomes(sink)
+    assert len(verdicts) == 5 and not dead and not any(v["cached"] for v in verdicts.values())
+    reasons = {r: p.metrics.value("featdistill_cache_invalid_total", reason=r)
+               for r in ("not_json", "unversioned", "not_an_object", "invalid")}
+    assert reasons == {"not_json": 1, "unversioned": 2, "not_an_object": 1, "invalid": 1}
+    for i in range(5):
+        entry = json.loads(cache.data[p.lookup.key(p_fingerprint(p.fetcher.blobs[f"mem://img{i}"]))])
+        assert entry["v"] == 2
