@@ -1,9 +1,10 @@
-"""Offset bookkeeping (never commit past an unfinished message) and perceptual hashing."""
+"""Offset bookkeeping (never commit past an unfinished message), perceptual hashing and its
+probes, and the digests of bytes and pixels."""
 from __future__ import annotations
 
 from PIL import ImageFilter
 
-from worker.hashing import hamming, phash, sha256_hex
+from worker.hashing import hamming, phash, phash_probes, pixels_sha256, sha256_hex
 from worker.offsets import OffsetTracker
 
 from conftest import image_bytes, make_image
@@ -70,6 +71,34 @@ def test_phash_survives_recompression_and_resizing_but_not_other_images():
     assert hamming(h, phash(img.resize((128, 96)))) <= 4
     other = scene(2)
     assert hamming(h, phash(other)) > 10
+
+
+def test_probes_cover_the_bits_a_reencode_flips():
+    import io
+
+    from PIL import Image
+
+    img = scene(3)
+    probes = phash_probes(img)
+    assert probes[0] == phash(img) and len(set(probes)) == 16
+    assert max(hamming(probes[0], p) for p in probes) == 4
+    for quality in (50, 70, 90):
+        jpeg = Image.open(io.BytesIO(image_bytes(img, "JPEG", quality=quality)))
+        assert phash(img) in phash_probes(jpeg)  # the lookup of a re-encode finds the original
+
+
+def test_pixel_digest_ignores_the_container_not_the_pixels():
+    import io
+
+    from PIL import Image
+
+    img = scene(4)
+    png = Image.open(io.BytesIO(image_bytes(img, "PNG"))).convert("RGB")
+    assert pixels_sha256(png) == pixels_sha256(img)
+    changed = img.copy()
+    changed.putpixel((0, 0), (1, 2, 3))
+    assert pixels_sha256(changed) != pixels_sha256(img)
+    assert pixels_sha256(img.resize((255, 192))) != pixels_sha256(img)
 
 
 def test_sha256():

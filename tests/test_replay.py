@@ -111,4 +111,4 @@ def test_topic_replay_by_time_with_fixed_end_and_cache_modes(env, folder, tmp_pa
                      "0:0-1000,1:0-1000,2:0-1000", "--out", str(out), "--no-progress", *flag]) == 0
         got = lines(out)
         assert len(got) == 3 * len(uris)
-        assert sum(not v["cached"] for v in got) == judged
+        assert sum(not v["cached"] and not v["duplicate_of"] for v in got) == judged

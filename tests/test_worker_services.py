@@ -9,6 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from detector.batcher import BatchPolicy
+from detector.images import decode_image
+from detector.service import Detector
+from worker.cache_match import decode_entry, fingerprint
+from worker.metrics import Metrics
+from worker.pipeline import Pipeline, PipelineConfig
+from worker.ports import MemoryFetcher, MemorySink, MemorySource
+from worker.redis_cache import RedisVerdictCache
+
 from conftest import image_bytes, make_image, write_tiny_bundle
 from services import (
     WorkerProcess, committed, create_topic, end_offsets, produce, read_topic,
@@ -192,10 +201,13 @@ def test_500_references_with_duplicates_and_bad_ones(run, http_server):
     assert kinds["bomb"] == "decode_too_many_pixels"
     assert kinds["text"] == "decode_not_an_image"
     assert kinds["missing"] == "fetch_not_found" and kinds["http404"] == "fetch_http_error"
-    cached = {v["id"]: v["cached"] for v in verdicts}
+    judged = {v["id"]: not v["cached"] and v["duplicate_of"] is None for v in verdicts}
     for i in range(75):  # of each pair of identical images exactly one was judged
-        assert [cached[f"ok-{i * 5}"], cached[f"dup-{i}"]].count(True) == 1
-    assert worker.metric("featdistill_cache_hits_total") >= 75
+        assert [judged[f"ok-{i * 5}"], judged[f"dup-{i}"]].count(True) == 1
+    reused = [v for v in verdicts if v["id"].startswith("dup-") or v["id"].startswith("ok-")]
+    assert all(v["cache"] in (None, "exact") for v in reused)  # identical files: never "near"
+    assert worker.metric('featdistill_cache_hits_total{kind="exact"}') \
+        + worker.metric("featdistill_inflight_duplicates_total") >= 75
     assert worker.terminate() == 0
     assert committed(run.bootstrap, run.group, run.input, 1) == end_offsets(run.bootstrap, run.input, 1)
 
@@ -241,7 +253,8 @@ def test_redis_outage_mid_run(run):
     ids = {v["id"] for v in verdicts}
     assert len(ids) == 200 and not dead, worker.log()
     assert worker.metric("featdistill_cache_up") == 1
-    assert all(v["cached"] for v in verdicts if v["id"].startswith("d"))
+    # cached, or (when polled together with its twin) sharing its twin's judging
+    assert all(v["cached"] or v["duplicate_of"] for v in verdicts if v["id"].startswith("d"))
     assert worker.terminate() == 0
 
 
@@ -345,3 +358,50 @@ def test_slow_urls_neither_stall_the_others_nor_get_the_worker_evicted(run, drip
     assert moves == [("partitions_assigned", [[run.input, 0]])], moves
     assert worker.terminate() == 0
     assert committed(run.bootstrap, run.group, run.input, 1) == end_offsets(run.bootstrap, run.input, 1)
+
+
+def test_unusable_cache_values_in_redis_are_counted_misses(services, tiny_bundle):
+    """Garbage, a partial value, the first format, wrong types and a key of another Redis type,
+    written to the real Redis under the keys the worker reads: it judges afresh and overwrites."""
+    import redis
+
+    _, redis_url = services
+    client = redis.Redis.from_url(redis_url)
+    metrics = Metrics()
+    cfg = PipelineConfig("refs", "verdicts", "dead", "w1", batch=BatchPolicy(4, 0.0),
+                         cache_prefix=unique("fd-invalid"))
+    blobs = {f"mem://img{i}": image_bytes(make_image(48, 48, seed=i)) for i in range(6)}
+    source, sink = MemorySource("refs"), MemorySink()
+    cache = RedisVerdictCache.from_url(redis_url, 60, metrics)
+    p = Pipeline(cfg, source, MemoryFetcher(blobs), cache, sink, Detector.load(tiny_bundle), metrics)
+    keys = [p.lookup.key(fingerprint(b, decode_image(b))) for b in blobs.values()]
+    bad = [b"\x00\xffgarbage", b'{"score": 0.1}',
+           b'{"score": 0.1, "experts": {"a": 0.1}, "spread": 0.0}',  # the first format
+           b'[0.1, 0.2]', b'{"v": 2, "score": "0.1", "experts": {"a": 1}, "spread": 0}']
+    for key, value in zip(keys, bad):
+        client.set(key, value, ex=60)
+    client.hset(keys[5], "score", "0.1")  # not a string at all: MGET answers nil
+    client.expire(keys[5], 60)
+    try:
+        for i in range(6):
+            source.append(json.dumps({"id": f"m{i}", "uri": f"mem://img{i}"}).encode())
+        for _ in range(3):
+            p.step()
+        p.drain()
+        verdicts = [json.loads(m.value) for m in sink.on("verdicts")]
+        assert len(verdicts) == 6 and not sink.on("dead")
+        assert not any(v["cached"] for v in verdicts)  # all judged afresh
+        reasons = {r: metrics.value("featdistill_cache_invalid_total", reason=r)
+                   for r in ("not_json", "unversioned", "not_an_object", "invalid")}
+        assert reasons == {"not_json": 1, "unversioned": 2, "not_an_object": 1, "invalid": 1}
+        for key in keys:  # every key now holds a valid entry, the wrong-typed one included
+            assert not isinstance(decode_entry(client.get(key)), str)
+        for i in range(6):  # and the same images now hit
+            source.append(json.dumps({"id": f"again{i}", "uri": f"mem://img{i}"}).encode())
+        p.step()
+        p.drain()
+        again = [json.loads(m.value) for m in sink.on("verdicts")][6:]
+        assert [v["cache"] for v in again] == ["exact"] * 6
+    finally:
+        p.close()
+        client.delete(*keys)

@@ -45,7 +45,9 @@ class Verdict(BaseModel):
     model_version: str
     phash: str
     sha256: str
-    cached: bool
+    cached: bool  # the scores come from the verdict cache (cache says how it matched)
+    cache: Literal["exact", "near"] | None = None  # exact: same bytes or pixels; near: re-encode
+    duplicate_of: str | None = None  # id of the identical image judged at the same time
     latency_ms: float
     worker_id: str
     timestamp: datetime

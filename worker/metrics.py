@@ -30,9 +30,24 @@ class Metrics:
                                 ["outcome"], registry=r)
         self.verdicts = Counter("featdistill_verdicts_total", "Verdicts published, by label",
                                 ["label"], registry=r)
-        self.cache_hits = Counter("featdistill_cache_hits_total", "Verdict cache hits", registry=r)
-        self.cache_misses = Counter("featdistill_cache_misses_total", "Verdict cache misses",
-                                    registry=r)
+        self.cache_hits = Counter(
+            "featdistill_cache_hits_total",
+            "Verdicts reused from the cache, by kind: exact (same bytes or pixels), near (verified "
+            "re-encode or resize)", ["kind"], registry=r)
+        self.cache_misses = Counter(
+            "featdistill_cache_misses_total",
+            "Lookups the cache could not answer (in-flight duplicates included)", registry=r)
+        self.cache_mismatches = Counter(
+            "featdistill_cache_mismatches_total",
+            "Lookups that found an entry under a probed pHash whose picture differs (a local edit, "
+            "a pHash collision): judged afresh", registry=r)
+        self.cache_invalid = Counter(
+            "featdistill_cache_invalid_total",
+            "Cache values that could not be used (not JSON, unversioned, other version, invalid)",
+            ["reason"], registry=r)
+        self.inflight_duplicates = Counter(
+            "featdistill_inflight_duplicates_total",
+            "Images identical to one being judged at the same time: share its judging", registry=r)
         self.cache_errors = Counter("featdistill_cache_errors_total",
                                     "Cache operations that failed (Redis unreachable)", registry=r)
         self.cache_up = Gauge("featdistill_cache_up", "1 while the verdict cache answers", registry=r)
@@ -53,6 +68,8 @@ class Metrics:
         self.held_bytes = Gauge("featdistill_in_flight_pixel_bytes",
                                 "Decoded pixels held between decode and inference", registry=r)
         self.cache_up.set(1)
+        for kind in ("exact", "near"):
+            self.cache_hits.labels(kind)  # exported at 0 from the start
 
     def value(self, name: str, **labels: str) -> float:
         """Read a sample back (tests, summaries)."""

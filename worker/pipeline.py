@@ -17,7 +17,6 @@ stops the worker with nothing committed past it.
 from __future__ import annotations
 
 import collections
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,9 +27,9 @@ from PIL import Image
 from detector.batcher import BatchPolicy, Done, MicroBatcher
 from detector.images import ImageDecodeError, ImageLimits, decode_image
 from detector.service import Detector, label_for
+from worker.cache_match import CacheLookup, CachedVerdict, Fingerprint, fingerprint
 from worker.fetch import FetchError
 from worker.fetch_stage import FetchStage
-from worker.hashing import phash, sha256_hex
 from worker.messages import (
     DeadLetter, ImageReference, MessageError, Verdict, now, original_of, parse_reference,
 )
@@ -69,12 +68,15 @@ class Job:
     ref: ImageReference | None = None
     started: float = field(default_factory=time.monotonic)
     image: Image.Image | None = None
-    sha256: str = ""
-    phash: str = ""
+    fingerprint: Fingerprint | None = None  # hashes, cache probes, signature of the decoded image
     cache_key: str = ""
     attempts: int = 1
     pixel_bytes: int = 0  # of `image`, counted against the in-flight bound while it is held
-    followers: list["Job"] = field(default_factory=list)  # same image, same batch: one inference
+    followers: list["Job"] = field(default_factory=list)  # same pixels, in flight: one inference
+
+    @property
+    def pixels(self) -> str:
+        return self.fingerprint.pixels
 
     @property
     def tp(self) -> TopicPartition:
@@ -104,11 +106,12 @@ class Pipeline:
         self._fetched: collections.deque[Job] = collections.deque()  # decoded, not yet routed
         self._held_bytes = 0
         self._paused = False
-        self._pending_by_key: dict[str, Job] = {}
+        self._pending_by_pixels: dict[str, Job] = {}  # leaders being judged, by pixel digest
         self._outbox: list[tuple[Job, Outgoing]] = []
-        self._fresh: dict[str, dict[str, Any]] = {}  # judged, not yet written to the cache
+        self._fresh: dict[str, CachedVerdict] = {}  # judged, not yet written to the cache
         self._next_lag_at = 0.0
-        self._key_scope = f"{config.cache_prefix}:{detector.version}:{detector.digest[:12]}"
+        self.lookup = CacheLookup(
+            f"{config.cache_prefix}:{detector.version}:{detector.digest[:12]}", self.metrics)
         self._decode_side = detector.decode_side  # decode no bigger than the experts need
 
     # -- the loop ----------------------------------------------------------------------------
@@ -169,14 +172,14 @@ class Pipeline:
             self._fetched.remove(job)
             self._release(job)
         for leader in self.batcher.discard(lambda job: not lost(job)):
-            self._pending_by_key.pop(leader.cache_key, None)
+            self._pending_by_pixels.pop(leader.pixels, None)
             self._release(leader)
             kept = [f for f in leader.followers if not lost(f)]
             if kept:  # an identical image from a partition we keep still needs its verdict
                 heir, heir.followers = kept[0], kept[1:]
-                self._pending_by_key[heir.cache_key] = heir
+                self._pending_by_pixels[heir.pixels] = heir
                 self._finish_batches(self.batcher.submit(heir))
-        for leader in self._pending_by_key.values():
+        for leader in self._pending_by_pixels.values():
             leader.followers = [f for f in leader.followers if not lost(f)]
         self._outbox = [(job, msg) for job, msg in self._outbox if not lost(job)]
         self.offsets.forget(partitions)
@@ -226,6 +229,11 @@ class Pipeline:
         self._route([self._fetched.popleft() for _ in range(take)])
 
     @property
+    def fetch_backlog(self) -> int:
+        """Messages being fetched, or fetched and not yet routed to the cache and batcher."""
+        return len(self.fetching) + len(self._fetched)
+
+    @property
     def held_bytes(self) -> int:
         """Decoded pixels held now, between decode and inference."""
         return self._held_bytes
@@ -252,32 +260,42 @@ class Pipeline:
             return JobFailed(f"decode_{exc.kind}", str(exc))
         job.pixel_bytes = job.image.width * job.image.height * len(job.image.getbands())
         t2 = time.perf_counter()
-        job.sha256, job.phash = sha256_hex(data), phash(job.image)
-        job.cache_key = f"{self._key_scope}:{job.phash}"
+        job.fingerprint = fingerprint(data, job.image)
+        job.cache_key = self.lookup.key(job.fingerprint)
         timer.labels("fetch").observe(t1 - t0)
         timer.labels("decode").observe(t2 - t1)
         timer.labels("hash").observe(time.perf_counter() - t2)
         return None
 
     def _route(self, jobs: list[Job]) -> None:
-        """Cache hits finish now; misses join the batch (or ride along with an identical one)."""
+        """Verified cache hits finish now; misses join the batch, or ride along with an image of
+        the same pixels already being judged (an in-flight duplicate, not a cache hit)."""
         if not jobs:
             return
         t0 = time.perf_counter()
-        hits = self._cache_get(list({j.cache_key for j in jobs}))
+        keys = {k for j in jobs for k in self.lookup.keys(j.fingerprint)}
+        stored = self._cache_get(sorted(keys))  # every probe of the poll: one round trip
         self.metrics.stage_seconds.labels("cache").observe(time.perf_counter() - t0)
         for job in jobs:
-            known = hits.get(job.cache_key) or self._fresh.get(job.cache_key)
-            if known is not None:
-                self.metrics.cache_hits.inc()
-                self._verdict(job, known, cached=True)
-            elif job.cache_key in self._pending_by_key:
-                self.metrics.cache_hits.inc()  # served by the identical image already queued
-                self._pending_by_key[job.cache_key].followers.append(job)
+            found = self.lookup.find(job.fingerprint, self._candidates(job, stored))
+            if found is not None:
+                kind, entry = found
+                self.metrics.cache_hits.labels(kind).inc()
+                self._verdict(job, entry.result(), cache=kind)
+                continue
+            self.metrics.cache_misses.inc()
+            leader = self._pending_by_pixels.get(job.pixels)
+            if leader is not None:
+                self.metrics.inflight_duplicates.inc()
+                leader.followers.append(job)
             else:
-                self.metrics.cache_misses.inc()
-                self._pending_by_key[job.cache_key] = job
+                self._pending_by_pixels[job.pixels] = job
                 self._finish_batches(self.batcher.submit(job))
+
+    def _candidates(self, job: Job, stored: dict[str, CachedVerdict]) -> list[CachedVerdict]:
+        """Entries under the image's probe keys, its own key first; judged-but-unwritten first."""
+        found = (self._fresh.get(k) or stored.get(k) for k in self.lookup.keys(job.fingerprint))
+        return [e for e in found if e is not None]
 
     def _infer(self, jobs: list[Job]) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
@@ -289,16 +307,16 @@ class Pipeline:
     def _finish_batches(self, done: list[Done[Job, Any]]) -> None:
         for d in done:
             job = d.item
-            self._pending_by_key.pop(job.cache_key, None)
+            self._pending_by_pixels.pop(job.pixels, None)
             if d.error is not None:
                 log.error("inference_failed", id=job.ref.id, error=repr(d.error))
                 for j in [job, *job.followers]:
                     self._dead_letter(j, "inference_error", repr(d.error))
                 continue
-            self._fresh[job.cache_key] = d.result
-            self._verdict(job, d.result, cached=False)
+            self._fresh[job.cache_key] = self.lookup.entry(job.fingerprint, d.result)
+            self._verdict(job, d.result)
             for follower in job.followers:
-                self._verdict(follower, d.result, cached=True)
+                self._verdict(follower, d.result, duplicate_of=job.ref.id)
             job.image = None  # release the pixels now; the verdict is all we keep
 
     def _complete(self) -> None:
@@ -314,7 +332,7 @@ class Pipeline:
                 self.metrics.end_to_end.observe(time.monotonic() - job.started)
             self._outbox = []
         if self._fresh:
-            self.cache.set_many({k: json.dumps(v).encode() for k, v in self._fresh.items()})
+            self.cache.set_many({k: v.encode() for k, v in self._fresh.items()})
             self._fresh = {}
         offsets = self.offsets.committable()
         if offsets:
@@ -326,20 +344,22 @@ class Pipeline:
             self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - t0)
 
     # -- results -----------------------------------------------------------------------------
-    def _verdict(self, job: Job, result: dict[str, Any], cached: bool) -> None:
+    def _verdict(self, job: Job, result: dict[str, Any], cache: str | None = None,
+                 duplicate_of: str | None = None) -> None:
         label = label_for(result["score"], self.detector.threshold, result["spread"],
                           self.config.uncertain_spread)
         verdict = Verdict(
             id=job.ref.id, uri=job.ref.uri, score=result["score"], label=label,
             threshold=self.detector.threshold, experts=result["experts"],
-            model_version=self.detector.version, phash=job.phash, sha256=job.sha256,
-            cached=cached, latency_ms=round((time.monotonic() - job.started) * 1000, 3),
+            model_version=self.detector.version, phash=job.fingerprint.phash,
+            sha256=job.fingerprint.sha256, cached=cache is not None, cache=cache,
+            duplicate_of=duplicate_of, latency_ms=round((time.monotonic() - job.started) * 1000, 3),
             worker_id=self.config.worker_id, timestamp=now(),
         )
         self.metrics.messages.labels("verdict").inc()
         self.metrics.verdicts.labels(label).inc()
         log.debug("verdict", id=job.ref.id, label=label, score=round(result["score"], 4),
-                  cached=cached)
+                  cache=cache, duplicate_of=duplicate_of)
         self._send(job, self.config.verdict_topic, job.ref.id, verdict.model_dump_json())
 
     def _dead_letter(self, job: Job, kind: str, message: str, attempts: int = 1) -> None:
@@ -363,15 +383,9 @@ class Pipeline:
         self.readiness.result(dead_letter=topic == self.config.dead_letter_topic)
 
     # -- cache and lag -----------------------------------------------------------------------
-    def _cache_get(self, keys: list[str]) -> dict[str, dict[str, Any]]:
-        raw = self.cache.get_many(keys)
-        out = {}
-        for key, value in raw.items():
-            try:
-                out[key] = json.loads(value)
-            except ValueError:  # a corrupt entry is a miss; the fresh verdict overwrites it
-                continue
-        return out
+    def _cache_get(self, keys: list[str]) -> dict[str, CachedVerdict]:
+        # An invalid entry is a counted miss; the fresh verdict overwrites it.
+        return self.lookup.decode(self.cache.get_many(keys))
 
     def _report_lag(self) -> None:
         if time.monotonic() < self._next_lag_at:

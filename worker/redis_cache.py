@@ -1,5 +1,9 @@
 """The verdict cache on Redis: MGET for a poll batch's lookups, one pipelined SET EX for its writes.
 
+Values are opaque bytes here; worker/cache_match.py says what they hold and validates every one
+read back. A key holding another Redis type (a hash, a list) reads as absent (MGET answers nil)
+and the next write replaces it.
+
 The cache is an optimisation, never a dependency: when Redis is unreachable every lookup is a miss
 and writes are dropped; the outage is logged once (and once more when it ends) and counted in
 metrics. To keep a dead Redis from costing a connect timeout on every poll, we wait
