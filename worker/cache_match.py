@@ -11,12 +11,13 @@ A cached verdict is reused only for the same picture:
 Anything else found under the probed pHash keys (a local edit, a crafted pHash collision, an
 unrelated picture) is a mismatch: the image is judged afresh and its verdict overwrites the entry.
 
-The tolerances were chosen by bench/cache_reuse.py on photos (figures in
-bench/results/cache-reuse.json): about 99% of re-encodes and rescales are reused, under 1% of
-local edits of 2-10% of the area that change their region more than a JPEG q50 re-encode does,
-and no crafted collision. What it cannot refuse: an edit that changes less than re-encoding does
-(a flat region refilled flat: about 5% of the 2% edits), changes finer than a cell's 4x4 pixels
-of the 64x64 thumbnail (pixel noise), and colour-only changes (the signature is grey).
+The tolerances were chosen on photos and are measured by bench/cache_reuse.py (figures in
+bench/results/cache-reuse.json): 99.4% of re-encodes and rescales are reused, 1.0% of local
+edits of 2-10% of the area (0.2% of those that change their region more than a JPEG q50
+re-encode does), no crafted collision. What it cannot refuse: an edit that changes less than
+re-encoding does (a flat region refilled flat: about 4% of the 2% refills and blurs), changes
+finer than a cell's 4x4 pixels of the 64x64 thumbnail (pixel noise: 44%), and colour-only
+changes (a region's chroma swapped, its grey kept: 97%), since the signature is grey.
 
 Entries are untrusted input (anyone with access to Redis, an older worker, a bug): every value
 is parsed strictly and versioned; one that is not a valid version-2 entry is a miss, counted in

@@ -2,10 +2,10 @@
 that prove identity.
 
 - pHash (64-bit DCT: the 8x8 lowest frequencies of a 32x32 grey thumbnail) is the cache's lookup
-  key. A re-encode or a resize usually keeps it, not always: on photos (bench/cache_reuse.py) a
-  JPEG q50 re-encode keeps the exact value about 9 times in 10, a 0.5x rescale somewhat less. The
-  bits that flip are the coefficients closest to the median, so a lookup also probes the keys
-  with the weakest bits flipped (`phash_probes`), which brings re-encodes back to about 99%.
+  key. A re-encode or a resize usually keeps it, not always: on photos (bench/cache_reuse.py)
+  JPEG q50-95 re-encodes and 0.5-2x rescales keep the exact value 87-96% of the time. The bits
+  that flip are the coefficients closest to the median, so a lookup also probes the keys with
+  the weakest bits flipped (`phash_probes`), which finds 99.9% of them.
 - pHash does NOT identify a picture: it ignores all but the coarsest structure, so an image with
   one region replaced or inpainted usually keeps it, and a collision can be crafted on purpose.
   A candidate found by pHash is reused only after worker/cache_match.py has verified it.
