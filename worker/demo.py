@@ -152,19 +152,30 @@ def _print(verdicts: list[dict], dead: list[dict], truth: dict[str, str],
            names: dict[str, str] | None = None) -> None:
     names = names or {}
     show = any(truth.values())
-    print(f"\n{'id':<22} {'label':<13} {'score':>6}  {'cached':<6} {'latency ms':>10}"
+    print(f"\n{'id':<22} {'label':<13} {'score':>6}  {'reused':<13} {'latency ms':>10}"
           + (f"  {'truth':<28}" if show else "") + "  image")
     for v in sorted(verdicts, key=lambda v: v["id"]):
-        line = (f"{v['id']:<22} {v['label']:<13} {v['score']:>6.3f}  {str(v['cached']):<6} "
+        line = (f"{v['id']:<22} {v['label']:<13} {v['score']:>6.3f}  {_reused(v):<13} "
                 f"{v['latency_ms']:>10.1f}" + (f"  {truth.get(v['id'], ''):<28}" if show else "")
                 + f"  {names.get(v['id'], '')}")
         print(line.rstrip())
     for d in dead:
         print(f"{d['id'] or '?':<22} dead letter: {d['error_kind']}: {d['error']}")
-    cached = sum(v["cached"] for v in verdicts)
-    print(f"\nsummary: judged {len(verdicts)}, of which cached {cached}, dead letters {len(dead)}")
+    cached = sum(bool(v.get("cached")) for v in verdicts)
+    duplicates = sum(bool(v.get("duplicate_of")) for v in verdicts)
+    print(f"\nsummary: judged {len(verdicts)}, of which from the cache {cached}, in-flight "
+          f"duplicates {duplicates}; dead letters {len(dead)}")
     if show:
         print(_score_line(verdicts, truth))
+
+
+def _reused(verdict: dict) -> str:
+    """How a verdict was reused: a cache hit (exact or near) or an identical image in flight."""
+    if verdict.get("cached"):
+        return f"cache, {verdict.get('cache') or 'hit'}"
+    if verdict.get("duplicate_of"):
+        return "in flight"
+    return "-"
 
 
 def _score_line(verdicts: list[dict], truth: dict[str, str]) -> str:
