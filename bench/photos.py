@@ -53,11 +53,12 @@ def phone_pixels(source: Image.Image, megapixels: float, orientation: int = 1, s
     rng = np.random.default_rng(seed)
     # Sensor noise, triangular (the sum of two uniform integers in [-h, h], cheaper than a
     # Gaussian at 12 MP), of standard deviation about `noise` grey levels: 2.8 for 3.
-    half = max(1, round(((6 * noise**2 + 1) ** 0.5 - 1) / 2))
-    arr = np.asarray(img, dtype=np.int16)
-    arr = arr + rng.integers(-half, half + 1, arr.shape, dtype=np.int8)
-    arr += rng.integers(-half, half + 1, arr.shape, dtype=np.int8)
-    img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+    half = round(((6 * noise**2 + 1) ** 0.5 - 1) / 2)
+    if half:
+        arr = np.asarray(img, dtype=np.int16)
+        arr = arr + rng.integers(-half, half + 1, arr.shape, dtype=np.int8)
+        arr += rng.integers(-half, half + 1, arr.shape, dtype=np.int8)
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
     img = img.filter(ImageFilter.UnsharpMask(radius=1.5, percent=60, threshold=2))
     turn = _TURN[orientation]
     # Stored pixels are the sensor's; the EXIF orientation turns them back on display.
@@ -65,9 +66,9 @@ def phone_pixels(source: Image.Image, megapixels: float, orientation: int = 1, s
 
 
 def phone_file(source: Image.Image, megapixels: float, orientation: int = 1, seed: int = 0,
-               fmt: str = "JPEG") -> bytes:
+               fmt: str = "JPEG", noise: float = 3.0) -> bytes:
     """A phone-like file: JPEG quality 92, 4:2:0 (or a fast PNG), with camera EXIF."""
-    img = phone_pixels(source, megapixels, orientation, seed)
+    img = phone_pixels(source, megapixels, orientation, seed, noise)
     buf = io.BytesIO()
     exif = camera_exif(orientation, seed)
     if fmt == "JPEG":

@@ -55,12 +55,12 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(),
             # libjpeg then keeps short side / scale >= min_side whatever the orientation.
             img.draft("RGB", (min_side, min_side))
         img.load()
-        # After the draft: orientation is a transpose, the same on the reduced pixels. In place:
-        # no copy of a full-size image when there is nothing to turn.
+        # After the draft: orientation is a transpose, the same on the reduced pixels.
         ImageOps.exif_transpose(img, in_place=True)
         out = img.convert("RGB") if img.mode != "RGB" else img
         out = _reduce(out, min_side) if min_side else out
-        # A detached image: the opened one holds the file's bytes for as long as it lives.
+        # A detached image: the opened one holds the file's bytes for as long as it lives. Done
+        # in place until here, so this is the only copy (the decode it replaces made two).
         return out.copy() if out is img else out
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError("too_many_pixels", f"image refused: {exc}") from exc
