@@ -84,13 +84,14 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     todo = [p for p in images if str(p) not in out.done]
     limits = ImageLimits(max_pixels=args.max_pixels)
+    side = detector.decode_side  # decode as the worker does: no bigger than the experts need
     failed = 0
     bar = tqdm(total=len(images), initial=len(images) - len(todo), unit="img",
                disable=args.no_progress, file=sys.stderr, desc="detect")
     try:
         with ThreadPoolExecutor(max_workers=4) as pool:
             for batch in _batches(todo, args.batch_size):
-                decoded = list(pool.map(lambda p: _decode(p, limits), batch))
+                decoded = list(pool.map(lambda p: _decode(p, limits, side), batch))
                 good = [(p, img) for p, img in zip(batch, decoded) if not isinstance(img, str)]
                 scores = detector.predict([img for _, img in good])
                 by_path = {str(p): s for (p, _), s in zip(good, scores)}
@@ -107,9 +108,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _decode(path: Path, limits: ImageLimits):
+def _decode(path: Path, limits: ImageLimits, min_side: int | None = None):
     try:
-        return load_image_file(path, limits)
+        return load_image_file(path, limits, min_side)
     except ImageDecodeError as exc:
         return f"{exc.kind}: {exc}"
 
