@@ -1,0 +1,142 @@
+"""The ports' contracts: the same assertions against each in-memory fake and against the real
+adapter (Kafka and Redis started by deploy/local/services.sh), so the fakes the pipeline's unit
+tests run on behave like production.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from worker.kafka_io import KafkaConfig, KafkaReferenceSource, KafkaVerdictSink
+from worker.metrics import Metrics
+from worker.ports import MemoryCache, MemorySink, MemorySource, Outgoing
+from worker.redis_cache import RedisVerdictCache
+
+from services import create_topic, produce, read_topic, require_services, unique
+
+
+# -- VerdictCache ---------------------------------------------------------------------------------
+@pytest.fixture(params=["memory", "redis"])
+def cache(request):
+    if request.param == "memory":
+        return MemoryCache()
+    _, redis_url = require_services()
+    return RedisVerdictCache.from_url(redis_url, 60, Metrics())
+
+
+def test_cache_returns_what_was_set_and_nothing_else(cache):
+    a, b, absent = unique("k"), unique("k"), unique("k")
+    cache.set_many({a: b"one", b: b"\x00two"})
+    assert cache.get_many([a, b, absent]) == {a: b"one", b: b"\x00two"}
+    cache.set_many({a: b"three"})  # a later write replaces
+    assert cache.get_many([a]) == {a: b"three"}
+    assert cache.get_many([]) == {}
+
+
+def test_an_unreachable_cache_is_all_misses_and_never_raises():
+    down = MemoryCache()
+    down.down = True
+    # A port nothing listens on: the real adapter's outage.
+    real = RedisVerdictCache.from_url("redis://127.0.0.1:9/0", 60, Metrics(), timeout_s=0.2)
+    for cache in (down, real):
+        cache.set_many({"k": b"v"})
+        assert cache.get_many(["k"]) == {}
+
+
+# -- ReferenceSource and VerdictSink ----------------------------------------------------------------
+class KafkaPair:
+    """A real topic, a consumer in a fresh group on it, and a producer of references."""
+
+    def __init__(self) -> None:
+        self.bootstrap, _ = require_services()
+        self.topic, self.group = unique("contract"), unique("contract-group")
+        create_topic(self.bootstrap, self.topic, 1)
+        self.config = KafkaConfig(self.bootstrap, self.group, "contract",
+                                  session_timeout_ms=6000, heartbeat_interval_ms=1000)
+        self.source = self.connect()
+
+    def connect(self) -> KafkaReferenceSource:
+        source = KafkaReferenceSource.connect(self.config, self.topic)
+        source.subscribe(lambda partitions: {})
+        return source
+
+    def append(self, values: list[bytes]) -> None:
+        produce(self.bootstrap, self.topic, [(b"k", v) for v in values])
+
+
+class MemoryPair:
+    def __init__(self) -> None:
+        self.topic = "contract"
+        self.source = MemorySource(self.topic)
+
+    def connect(self) -> MemorySource:
+        again = MemorySource(self.topic)  # a new consumer of the same log and group
+        again.logs, again.committed = self.source.logs, self.source.committed
+        again.positions = {p: again.committed.get((self.topic, p), 0) for p in again.logs}
+        return again
+
+    def append(self, values: list[bytes]) -> None:
+        for v in values:
+            self.source.append(v, key=b"k")
+
+
+@pytest.fixture(params=["memory", "kafka"])
+def pair(request):
+    p = MemoryPair() if request.param == "memory" else KafkaPair()
+    yield p
+    p.source.close()
+
+
+def poll_until(source, count: int, timeout_s: float = 60.0) -> list:
+    records, deadline = [], time.monotonic() + timeout_s
+    while len(records) < count and time.monotonic() < deadline:
+        records += source.poll(0.5, 100)
+    return records
+
+
+def test_source_returns_records_in_offset_order_and_resumes_from_the_commit(pair):
+    pair.append([b"a", b"b", b"c", b"d"])
+    records = poll_until(pair.source, 4)
+    assert [r.value for r in records] == [b"a", b"b", b"c", b"d"]
+    assert [r.offset for r in records] == [0, 1, 2, 3] and records[0].key == b"k"
+    assert pair.source.assignment() == {(pair.topic, 0)}
+    assert pair.source.commit({(pair.topic, 0): 2}) is True
+    pair.source.close()
+    pair.source = pair.connect()  # a restart, or the partition's next owner
+    again = poll_until(pair.source, 2)
+    assert [r.value for r in again] == [b"c", b"d"]
+
+
+def test_a_paused_source_returns_nothing_until_resumed(pair):
+    pair.append([b"a"])
+    assert [r.value for r in poll_until(pair.source, 1)] == [b"a"]
+    pair.source.pause()
+    pair.append([b"b"])
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        assert pair.source.poll(0.3, 100) == []
+    pair.source.resume()
+    assert [r.value for r in poll_until(pair.source, 1)] == [b"b"]
+
+
+@pytest.fixture(params=["memory", "kafka"])
+def sink(request):
+    """(sink, a fresh topic, read(topic, n) -> the published JSON values)."""
+    topic = unique("contract-out")
+    if request.param == "memory":
+        s = MemorySink()
+        yield s, topic, lambda n: [json.loads(m.value) for m in s.on(topic)]
+        return
+    bootstrap, _ = require_services()
+    create_topic(bootstrap, topic, 1)
+    s = KafkaVerdictSink.connect(KafkaConfig(bootstrap, "unused", "contract-sink"))
+    yield s, topic, lambda n: read_topic(bootstrap, topic, n)
+    s.close()
+
+
+def test_published_messages_are_all_there_once_publish_returns(sink):
+    s, topic, read = sink
+    s.publish([Outgoing(topic, b"k1", b'{"n": 1}'), Outgoing(topic, b"k2", b'{"n": 2}')])
+    assert sorted(m["n"] for m in read(2)) == [1, 2]
