@@ -317,7 +317,6 @@ class Pipeline:
             self._verdict(job, d.result)
             for follower in job.followers:
                 self._verdict(follower, d.result, duplicate_of=job.ref.id)
-            job.image = None  # release the pixels now; the verdict is all we keep
 
     def _complete(self) -> None:
         """Publish (and wait for acks), then write the cache, then commit what is safe."""

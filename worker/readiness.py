@@ -35,7 +35,13 @@ class Readiness:
         self.reason = "starting"
 
     def result(self, dead_letter: bool) -> None:
-        self._results.append((self._clock(), dead_letter))
+        now = self._clock()
+        self._results.append((now, dead_letter))
+        self._forget_before(now - self.policy.window_s)  # bounded even if nobody asks /readyz
+
+    def _forget_before(self, t: float) -> None:
+        while self._results and self._results[0][0] < t:
+            self._results.popleft()
 
     def publishing(self, busy: bool) -> None:
         self._publishing_since = self._clock() if busy else None
@@ -56,8 +62,7 @@ class Readiness:
             return "last commit dropped"
         if not assigned:
             return "no partitions assigned"
-        while self._results and self._results[0][0] < now - p.window_s:
-            self._results.popleft()
+        self._forget_before(now - p.window_s)
         results = list(self._results)  # a copy: the loop's thread appends meanwhile
         dead = sum(1 for _, d in results if d)
         if len(results) >= p.min_results and dead > p.max_dead_letter_share * len(results):
