@@ -64,7 +64,7 @@ def photos(limit: int) -> tuple[str, list[bytes]]:
     if PHOTOS.is_dir():
         files = sorted(p for p in PHOTOS.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         files = files[::max(1, len(files) // limit)][:limit]
-        return str(PHOTOS), [_as_jpeg(p.read_bytes()) for p in files]
+        return "../shared/data/aigi/real (dev set photos)", [_as_jpeg(p.read_bytes()) for p in files]
     try:
         from skimage import data
     except ImportError:
