@@ -141,3 +141,11 @@ def _copyright(extracted: Path, imp: Importer) -> Path | None:
         if found:
             return found[0]
     return None
+
+
+def chosen_sources(parser, registry: dict, sources, only) -> list:
+    """The sources `--only` names (an unknown name is a usage error), else every default one."""
+    unknown = sorted(set(only or ()) - set(registry))
+    if unknown:
+        parser.error(f"unknown source(s) {unknown}; see --list")
+    return [registry[n] for n in only] if only else [s for s in sources if s.default]

@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from train.importer_fetch import SourceError
+from train.importer_fetch import SourceError, chosen_sources
 
 
 def default_git_roots() -> list[Path]:
@@ -96,10 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{s.name:28s} {s.repo}@{s.commit[:12]} {labels:9s} {s.split:8s} "
                   f"{'' if s.default else 'opt-in '}licence: {s.licence}")
         return 0
-    unknown = sorted(set(args.only or ()) - set(GIT_REGISTRY))
-    if unknown:
-        parser.error(f"unknown source(s) {unknown}; see --list")
-    chosen = [GIT_REGISTRY[n] for n in args.only] if args.only else [s for s in GIT_SOURCES if s.default]
+    chosen = chosen_sources(parser, GIT_REGISTRY, GIT_SOURCES, args.only)
     roots = [r.expanduser().resolve() for r in (args.git_root or default_git_roots())]
     root = (args.root or default_root()).resolve()
     root.mkdir(parents=True, exist_ok=True)

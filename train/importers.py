@@ -66,7 +66,8 @@ from PIL import Image
 
 # Re-exported: these names have always been importable from train.importers.
 from train.importer_fetch import (  # noqa: F401
-    SourceError, _copyright, _run, deb_version, extract, fetch, fetch_apt, fetch_npm, fetch_pypi,
+    SourceError, _copyright, _run, chosen_sources, deb_version, extract, fetch, fetch_apt, fetch_npm,
+    fetch_pypi,
 )
 from train.importer_files import (  # noqa: F401
     HARD_MAX_PIXELS, MANIFEST_COLUMNS, RASTER_SUFFIXES, Item, _encode, _open, _reject_reason,
@@ -363,10 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{imp.name:30s} {imp.manager:4s} {imp.package}=={imp.version}  {imp.kind} "
                   f"[{cats}] {' '.join(flags)}  licence: {imp.licence}")
         return 0
-    unknown = sorted(set(args.only or ()) - set(REGISTRY))
-    if unknown:
-        parser.error(f"unknown source(s) {unknown}; see --list")
-    chosen = [REGISTRY[n] for n in args.only] if args.only else [i for i in IMPORTERS if i.default]
+    chosen = chosen_sources(parser, REGISTRY, IMPORTERS, args.only)
     root = (args.root or default_root()).resolve()
     root.mkdir(parents=True, exist_ok=True)
     failed = []
