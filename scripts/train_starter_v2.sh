@@ -7,7 +7,8 @@
 #   the dev set ../shared/data/aigi/manifest.csv                                  (required)
 #   the git-repository sources: $FEATDISTILL_GIT_SOURCES/train.csv, default
 #     ${FEATDISTILL_CACHE:-~/.cache/featdistill}/sources/train.csv          (required; import them
-#     with scripts/fetch_modern_sources.sh)
+#     with scripts/fetch_modern_sources.sh); FEATDISTILL_GIT_TRAIN names another index, e.g. one
+#     without the opt-in sources (the shipped starter-v2 uses the default, licensed sources only)
 #   the package-registry sources: ${FEATDISTILL_CACHE:-~/.cache/featdistill}/sources/train.csv
 #     (scripts/fetch_training_sources.sh), a hash-chosen 1,200 of them, if present and not the
 #     same file as the git index (one import root gathers both into one train.csv)
@@ -29,7 +30,7 @@ source scripts/fetch_starter_backbone.sh
 if [[ $SMOKE == 1 ]]; then OUT="${1:-/tmp/fd-starter-v2-smoke}"; else OUT="${1:-/tmp/fd-starter-v2}"; fi
 REGISTRY="${FEATDISTILL_CACHE:-$HOME/.cache/featdistill}/sources/train.csv"
 GIT_ROOT="${FEATDISTILL_GIT_SOURCES:-${FEATDISTILL_CACHE:-$HOME/.cache/featdistill}/sources}"
-GIT="$GIT_ROOT/train.csv"
+GIT="${FEATDISTILL_GIT_TRAIN:-$GIT_ROOT/train.csv}"
 AIGI="$(cd .. && pwd)/shared/data/aigi/manifest.csv"
 [[ -f "$AIGI" ]] || { echo "no $AIGI: the dev set is needed" >&2; exit 1; }
 [[ -f "$GIT" ]] || { echo "no $GIT: import the git sources (scripts/fetch_modern_sources.sh) or set FEATDISTILL_GIT_SOURCES" >&2; exit 1; }
@@ -74,14 +75,19 @@ seconds() { local t0=$SECONDS; "$@"; echo "train_starter_v2: $(( SECONDS - t0 ))
 train_one() {  # tag seed mixture [extra --set ...]
   local tag=$1 seed=$2 mix=$3; shift 3
   [[ -f "$OUT/starter-$tag/adapter.safetensors" ]] && return 0
-  seconds featdistill train examples/train/starter-v2.yaml --out "$OUT/starter-$tag" \
+  # --resume: a run (and its view bank) interrupted by a kill or a machine stop goes on from its
+  # last checkpoint (bank: its last progress record) instead of starting over.
+  seconds featdistill train examples/train/starter-v2.yaml --out "$OUT/starter-$tag" --resume \
     "${COMMON[@]}" "${SPLIT[@]}" --set "expert.preset=starter:starter-$tag" --set "seed=$seed" \
     --set "data.sources=$mix" "$@"
 }
 train_one a 0 "$BALANCED"
 train_one b 1 "$MODERN"
-train_one c 2 "$BALANCED" "${HARSH[@]}"
-train_one d 3 "$MODERN" "${HARSH[@]}"
+# One bank for all four (CPU budget): c and d differ from a and b by seed (their draws of views,
+# batches and head init) and mixture only. The "harsh" bank (HARSH) doubles the trunk passes; on
+# a GPU add it back to c and d: train_one c 2 "$BALANCED" "${HARSH[@]}".
+train_one c 2 "$BALANCED"
+train_one d 3 "$MODERN"
 
 featdistill bundle combine-adapters "$OUT"/starter-{a,b,c,d}/adapter.safetensors \
   --out "$OUT/starter-v2-adapter.safetensors" --version starter-v2 --threshold 0.5

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -103,7 +104,11 @@ def build_bank(samples: Sequence[Sample], expert: Expert, views: int, folder: Pa
                seed: int = 0, dtype: str = "fast", batch_size: int = 32,
                num_workers: int = 0, device: torch.device = torch.device("cpu"),
                name: str = "bank") -> np.ndarray:
-    """The bank of `samples` as a read-only memmap (N, views, tokens, width), built if missing."""
+    """The bank of `samples` as a read-only memmap (N, views, tokens, width), built if missing.
+
+    A build interrupted (killed, machine stopped) resumes where its last progress record says:
+    a bank is hours of trunk passes on a CPU, and each image's views depend only on (seed, its
+    key), so rows filled later are the rows an uninterrupted build would have written."""
     upto = expert.spec.shared_blocks
     if upto <= 0:
         raise ValueError(f"expert {expert.spec.name!r} shares no trunk (shared_blocks = 0)")
@@ -114,31 +119,65 @@ def build_bank(samples: Sequence[Sample], expert: Expert, views: int, folder: Pa
     if path.exists():
         return np.load(path, mmap_mode="r")
     path.parent.mkdir(parents=True, exist_ok=True)
-    loader = DataLoader(_ViewSource(samples, expert.spec.preprocess, views, prep, policy, seed),
-                        batch_size=max(1, batch_size // views), num_workers=num_workers)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    out = None
+    partial, progress = path.with_suffix(".partial"), path.with_suffix(".progress")
+    out, row = _resume(partial, progress, len(samples))
+    source = _ViewSource(samples[row:], expert.spec.preprocess, views, prep, policy, seed)
+    loader = DataLoader(source, batch_size=max(1, batch_size // views), num_workers=num_workers)
     autocast = precision_autocast(resolve_precision(dtype, device), device)
     expert.eval()
-    row = 0
+    saved_at = time.monotonic()
     # no_grad, not inference_mode: under inference_mode, CPU bf16 autocast ran 3x slower here.
     with torch.no_grad(), autocast:
         for batch in tqdm(loader, desc=f"view bank {name} ({len(samples)} images x {views})",
+                          initial=row // loader.batch_size,
+                          total=row // loader.batch_size + len(loader),
                           disable=None, dynamic_ncols=True):
             b = batch.shape[0]
             hidden = expert.backbone.forward_trunk(batch.flatten(0, 1).to(device), upto)
             hidden = hidden.float().reshape(b, views, *hidden.shape[1:]).cpu().numpy()
             if out is None:
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
+                out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16,
                                                 shape=(len(samples), *hidden.shape[1:]))
             out[row : row + b] = hidden
             row += b
+            if time.monotonic() - saved_at > _SAVE_EVERY_S:
+                _save_progress(out, progress, row)
+                saved_at = time.monotonic()
     if out is None:
         raise ValueError(f"view bank {name}: no images")
     out.flush()
     del out
-    os.replace(tmp, path)  # atomic: a crash mid-build leaves no half bank under the final name
+    os.replace(partial, path)  # atomic: a half bank never sits under the final name
+    progress.unlink(missing_ok=True)
     return np.load(path, mmap_mode="r")
+
+
+_SAVE_EVERY_S = 30.0  # how much trunk work an interruption may cost
+
+
+def _save_progress(out: np.ndarray, progress: Path, rows: int) -> None:
+    """Rows [0, rows) are on disk: flush them first, then say so (atomically)."""
+    out.flush()
+    tmp = progress.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"rows": rows, "shape": list(out.shape)}))
+    os.replace(tmp, progress)
+
+
+def _resume(partial: Path, progress: Path, n: int) -> tuple[np.ndarray | None, int]:
+    """The partial bank and its first unfilled row, or (None, 0) to start afresh. A partial file
+    without a progress record, or one of another shape, is discarded: its rows are unproven."""
+    if partial.exists() and progress.exists():
+        try:
+            done = json.loads(progress.read_text())
+            out = np.load(partial, mmap_mode="r+")
+        except (OSError, ValueError):
+            done, out = None, None
+        if out is not None and done and list(out.shape) == done.get("shape") \
+                and out.shape[0] == n and 0 <= int(done.get("rows", -1)) <= n:
+            return out, int(done["rows"])
+    partial.unlink(missing_ok=True)
+    progress.unlink(missing_ok=True)
+    return None, 0
 
 
 class BankDataset(Dataset):
