@@ -12,26 +12,54 @@ file: that stays, and is most of what a reduced decode costs); other formats are
 then reduced by an integer box filter (Image.reduce). Either way the result keeps at least
 `min_side`, so a later antialiased resize to the model's input still has the final say on the
 pixels (see detector.preprocess.decode_side).
+
+HEIF/HEIC (phones) and AVIF (the web) have no reduced decode: they are decoded whole, then reduced
+like the others, after the same size check (their size is read from the container's boxes, not
+from decoded pixels). Pillow reads AVIF itself (its wheels carry libavif); HEIF comes from
+pi-heif's plugin. Their orientation lives in irot/imir boxes, not only in EXIF, and is applied
+once: libheif applies it while decoding and pi-heif resets the EXIF tag to 1, while Pillow's AVIF
+plugin turns it into the EXIF tag that exif_transpose applies.
+
+Only the allowed formats' parsers ever read the bytes: a format left out of `ImageLimits.formats`
+is never parsed, only recognised by its signature to name it in the refusal.
 """
 from __future__ import annotations
 
+import functools
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-DEFAULT_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF"})
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+# The formats decode_image is written and tested for (Pillow's names; MPO is the multi-picture
+# JPEG some cameras write): size checked from the header, orientation applied once, first frame.
+SUPPORTED_FORMATS = frozenset(
+    {"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF", "HEIF", "AVIF"}
 )
+DEFAULT_FORMATS = SUPPORTED_FORMATS
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif",
+     ".heic", ".heif", ".hif", ".avif"}
+)
+# Their plugins wrap C libraries (libheif, libavif) that report their own refusals (security
+# limits, codec errors) as RuntimeError: for these formats it is a property of the bytes.
+_LIBRARY_FORMATS = frozenset({"HEIF", "AVIF"})
 
 
 @dataclass(frozen=True)
 class ImageLimits:
     max_pixels: int = 40_000_000  # width x height; a 40 MP RGB image is 120 MB decoded
-    formats: frozenset[str] = DEFAULT_FORMATS
+    formats: frozenset[str] = DEFAULT_FORMATS  # allowed, a subset of SUPPORTED_FORMATS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "formats", frozenset(self.formats))  # a list or set is welcome
+        unknown = self.formats - SUPPORTED_FORMATS
+        if unknown:
+            raise ValueError(f"unknown image formats {sorted(unknown)}: "
+                             f"choose from {sorted(SUPPORTED_FORMATS)}")
 
 
 class ImageDecodeError(ValueError):
@@ -49,7 +77,8 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(),
     With `min_side`, the image is reduced while decoding, keeping its short side >= min_side."""
     img = _open_checked(data, limits)
     try:
-        img.seek(0)  # first frame of an animation
+        if img.format != "HEIF":  # a HEIF file opens at its primary image, not always the first
+            img.seek(0)  # first frame of an animation
         if min_side:
             # Only JPEG acts on a draft (other formats ignore it). The size asked for is square:
             # libjpeg then keeps short side / scale >= min_side whatever the orientation.
@@ -66,26 +95,29 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(),
         raise ImageDecodeError("too_many_pixels", f"image refused: {exc}") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageDecodeError("corrupt_image", f"image data is corrupt or truncated ({exc})") from exc
+    except RuntimeError as exc:
+        if img.format not in _LIBRARY_FORMATS:
+            raise
+        raise ImageDecodeError("corrupt_image", f"{img.format} decoder refused the image ({exc})") from exc
 
 
 def _open_checked(data: bytes, limits: ImageLimits) -> Image.Image:
     """The image's header, opened lazily: no pixel decoded yet, format and size checked."""
+    _register_heif_opener()
     try:
         with warnings.catch_warnings():
             # PIL warns (and past 2x its own limit raises) on huge images; our own limit, checked
             # below from the header, is the one that decides.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=_openers(limits.formats))
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError("too_many_pixels", f"image refused: {exc}") from exc
     except UnidentifiedImageError as exc:
-        raise ImageDecodeError("not_an_image", "bytes are not a recognised image format") from exc
-    except (OSError, ValueError) as exc:
+        raise _refusal_of_unidentified(data, limits) from exc
+    except (OSError, ValueError, RuntimeError) as exc:
         raise ImageDecodeError("not_an_image", f"bytes are not a readable image ({exc})") from exc
-    if img.format not in limits.formats:
-        raise ImageDecodeError(
-            "unsupported_format", f"format {img.format} is not allowed ({sorted(limits.formats)})"
-        )
+    if img.format not in limits.formats:  # the JPEG opener gives MPO files as MPO
+        raise _format_not_allowed(img.format, limits)
     width, height = img.size
     if width * height > limits.max_pixels:
         raise ImageDecodeError(
@@ -93,6 +125,47 @@ def _open_checked(data: bytes, limits: ImageLimits) -> Image.Image:
             f"{width}x{height} = {width * height} pixels exceeds the limit of {limits.max_pixels}",
         )
     return img
+
+
+@functools.cache
+def _register_heif_opener() -> None:
+    """pi-heif's HEIF plugin, registered with Pillow on first use rather than at import (importing
+    detector changes no global state). Thumbnails, depth and auxiliary images are never used, so
+    they are not read. Registering twice (two threads' first decodes) is harmless."""
+    import pi_heif
+
+    pi_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+
+
+def _openers(formats: frozenset[str]) -> list[str]:
+    """Pillow's openers of the allowed formats: MPO files come from the JPEG opener."""
+    return sorted(formats - {"MPO"} | ({"JPEG"} if "MPO" in formats else set()))
+
+
+def _refusal_of_unidentified(data: bytes, limits: ImageLimits) -> ImageDecodeError:
+    """No allowed parser took the bytes: name their format when only disallowed formats' signatures
+    match (only the signature test runs, never their parsers); bytes an allowed format's signature
+    also matches are a broken file of that format, and bytes no signature matches no image."""
+    Image.init()
+    prefix = data[:16]
+    matching = [fmt for fmt in Image.ID if _signature_matches(fmt, prefix)]
+    if matching and not limits.formats.intersection(matching):
+        return _format_not_allowed(matching[0], limits)
+    return ImageDecodeError("not_an_image", "bytes are not a recognised image format")
+
+
+def _signature_matches(fmt: str, prefix: bytes) -> bool:
+    accept = Image.OPEN[fmt][1]
+    try:
+        return accept is not None and bool(accept(prefix))
+    except (IndexError, TypeError, struct.error):
+        return False  # too short for that signature: Pillow skips it the same way
+
+
+def _format_not_allowed(fmt: str, limits: ImageLimits) -> ImageDecodeError:
+    return ImageDecodeError(
+        "unsupported_format", f"format {fmt} is not allowed ({', '.join(sorted(limits.formats))})"
+    )
 
 
 def _reduce(img: Image.Image, min_side: int) -> Image.Image:

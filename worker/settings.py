@@ -10,11 +10,11 @@ import socket
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector.batcher import BatchPolicy
-from detector.images import DEFAULT_FORMATS, ImageLimits
+from detector.images import DEFAULT_FORMATS, SUPPORTED_FORMATS, ImageLimits
 from worker.fetch import FetchConfig
 from worker.kafka_io import KafkaConfig
 from worker.pipeline import PipelineConfig
@@ -73,6 +73,24 @@ class Settings(BaseSettings):
     fetch_retries: int = Field(2, ge=0, description="retries of transient fetch failures")
     fetch_max_redirects: int = Field(3, ge=0, description="redirects followed at most")
     max_pixels: int = Field(40_000_000, gt=0, description="largest image, width x height")
+    # Image formats
+    image_formats: list[str] = Field(
+        default_factory=lambda: sorted(DEFAULT_FORMATS),
+        description="image formats decoded (JSON list of Pillow's names); the rest are dead letters")
+
+    @field_validator("image_formats")
+    @classmethod
+    def _known_image_formats(cls, formats: list[str]) -> list[str]:
+        """Case-insensitive names; an unknown one (a typo would refuse every image of that format)
+        stops the worker instead."""
+        names = sorted({name.strip().upper() for name in formats})
+        unknown = [name for name in names if name not in SUPPORTED_FORMATS]
+        if unknown:
+            raise ValueError(f"unknown {unknown}, choose from {sorted(SUPPORTED_FORMATS)}")
+        if not names:
+            raise ValueError("at least one format is needed")
+        return names
+
     # Operations
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
                            description="name of this worker in verdicts and logs")
@@ -103,7 +121,7 @@ class Settings(BaseSettings):
                 batch=BatchPolicy(self.max_batch, self.max_wait_ms / 1000.0),
                 poll_max_records=self.poll_max_records, fetch_threads=self.fetch_threads,
                 uncertain_spread=self.uncertain_spread,
-                image_limits=ImageLimits(self.max_pixels, DEFAULT_FORMATS),
+                image_limits=ImageLimits(self.max_pixels, frozenset(self.image_formats)),
                 max_in_flight=self.max_in_flight,
                 max_in_flight_bytes=int(self.max_in_flight_mb * 1024 * 1024),
                 readiness=ReadinessPolicy(max_dead_letter_share=self.ready_max_dead_letter_share),
