@@ -140,3 +140,39 @@ def test_published_messages_are_all_there_once_publish_returns(sink):
     s, topic, read = sink
     s.publish([Outgoing(topic, b"k1", b'{"n": 1}'), Outgoing(topic, b"k2", b'{"n": 2}')])
     assert sorted(m["n"] for m in read(2)) == [1, 2]
+
+
+
+HEADERS = (("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+           ("x-id", b"\xff\x00raw"), ("x-id", b"again"))
+
+
+def test_the_source_gives_kafka_headers_as_they_came(pair):
+    """(name, bytes) pairs, in order, a repeated name kept twice."""
+    if isinstance(pair, MemoryPair):
+        pair.source.append(b"a", key=b"k", headers=HEADERS)
+    else:
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(bootstrap_servers=pair.bootstrap, acks="all")
+        producer.send(pair.topic, key=b"k", value=b"a", headers=list(HEADERS))
+        producer.flush()
+        producer.close()
+    pair.append([b"b"])
+    assert [r.headers for r in poll_until(pair.source, 2)] == [HEADERS, ()]
+
+
+def test_the_sink_publishes_each_messages_headers(sink):
+    s, topic, read = sink
+    s.publish([Outgoing(topic, b"k1", b'{"n": 1}', HEADERS), Outgoing(topic, b"k2", b'{"n": 2}')])
+    assert len(read(2)) == 2
+    if isinstance(s, MemorySink):
+        got = [m.headers for m in s.on(topic)]
+    else:
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(topic, bootstrap_servers=require_services()[0], group_id=None,
+                                 auto_offset_reset="earliest", consumer_timeout_ms=1500)
+        got = [tuple(m.headers or ()) for m in consumer]
+        consumer.close()
+    assert got == [HEADERS, ()]

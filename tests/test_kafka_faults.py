@@ -91,7 +91,7 @@ class Producer:
     def __init__(self):
         self.sent, self.failed_once = [], False
 
-    def send(self, topic, key=None, value=None):
+    def send(self, topic, key=None, value=None, headers=None):
         self.sent.append(value)
         if value == b"2" and not self.failed_once:
             self.failed_once = True

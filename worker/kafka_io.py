@@ -133,7 +133,7 @@ class KafkaReferenceSource:
     def poll(self, timeout_s: float, max_records: int) -> list[Record]:
         batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         return [
-            Record(m.topic, m.partition, m.offset, m.key, m.value)
+            Record(m.topic, m.partition, m.offset, m.key, m.value, tuple(m.headers or ()))
             for tp in sorted(batches, key=lambda t: (t.topic, t.partition))
             for m in batches[tp]
         ]
@@ -213,7 +213,8 @@ class KafkaVerdictSink:
 
         def attempt() -> None:
             nonlocal left
-            futures = [(m, self.producer.send(m.topic, key=m.key, value=m.value)) for m in left]
+            futures = [(m, self.producer.send(m.topic, key=m.key, value=m.value,
+                                              headers=list(m.headers) or None)) for m in left]
             self.producer.flush(timeout=self.timeout_s)
             failed, first = [], None
             for m, future in futures:

@@ -5,6 +5,10 @@ standard library (kafka-python, urllib3, redis): a JSON log stays machine-readab
 with `configure_logging(..., worker_id=...)` are added to every line, whichever thread logs it
 (kafka-python runs rebalance callbacks and its own logging on other threads, where context
 variables bound on the main thread are not seen).
+
+Fields about one message (its id, `trace_id` and carried headers from worker.headers) are passed
+to each log call about it rather than bound as context variables: the loop interleaves many
+messages on one thread, and a value passed per call cannot leak onto the next message's lines.
 """
 from __future__ import annotations
 

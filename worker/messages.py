@@ -3,6 +3,11 @@
 In:  ImageReference on the input topic (key = id).
 Out: Verdict on the verdict topic (key = id); DeadLetter on the dead-letter topic, carrying the
 original bytes even when they were not JSON, so nothing is lost.
+
+The published contract is worker/schemas/*.v1.json (JSON Schema 2020-12; README, "Message
+contract"): a field added, removed or retyped here must be declared there, or
+tests/test_contract_schemas.py fails. `v` is the schema version of every message; an input
+message may leave it out.
 """
 from __future__ import annotations
 
@@ -13,6 +18,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SCHEMA_VERSION = 1
+# Dead-letter reasons of a message that cannot be understood; the others are fetch_<kind>
+# (worker.fetch.FETCH_ERROR_KINDS), decode_<kind> (detector.images) and inference_error.
+MESSAGE_ERROR_KINDS = ("empty_message", "not_json", "invalid_message", "unsupported_version")
 
 
 class MessageError(ValueError):
@@ -26,6 +34,7 @@ class MessageError(ValueError):
 class ImageReference(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
+    v: Literal[1] | None = None  # the schema version; a later one is not guessed at
     id: str = Field(min_length=1, max_length=512)
     uri: str = Field(min_length=1, max_length=4096)
     submitted_at: datetime | None = None
@@ -88,7 +97,8 @@ def parse_reference(value: bytes | None) -> ImageReference:
         if first["type"] == "json_invalid":
             raise MessageError("not_json", f"message is not valid JSON: {first['msg']}") from exc
         where = ".".join(str(p) for p in first["loc"]) or "message"
-        raise MessageError("invalid_message", f"{where}: {first['msg']}") from exc
+        kind = "unsupported_version" if first["loc"][:1] == ("v",) else "invalid_message"
+        raise MessageError(kind, f"{where}: {first['msg']}") from exc
 
 
 def original_of(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None):

@@ -30,6 +30,7 @@ from detector.service import Detector, label_for
 from worker.cache_match import CacheLookup, CachedVerdict, Fingerprint, fingerprint
 from worker.fetch import FetchError
 from worker.fetch_stage import FetchStage
+from worker.headers import NOTHING, Carried, HeaderPolicy, carry
 from worker.messages import (
     DeadLetter, ImageReference, MessageError, Verdict, now, original_of, parse_reference,
 )
@@ -58,6 +59,7 @@ class PipelineConfig:
     max_in_flight: int = 512  # messages polled and not yet published
     max_in_flight_bytes: int = 2 << 30  # decoded pixels held between decode and inference
     readiness: ReadinessPolicy = ReadinessPolicy()
+    headers: HeaderPolicy = HeaderPolicy()  # trace context and headers carried onto results
 
 
 @dataclass
@@ -73,6 +75,7 @@ class Job:
     attempts: int = 1
     pixel_bytes: int = 0  # of `image`, counted against the in-flight bound while it is held
     followers: list["Job"] = field(default_factory=list)  # same pixels, in flight: one inference
+    carried: Carried = NOTHING  # headers for its result, fields for its log lines
 
     @property
     def pixels(self) -> str:
@@ -190,7 +193,7 @@ class Pipeline:
 
     # -- stages ------------------------------------------------------------------------------
     def _start(self, record: Record) -> Job | None:
-        job = Job(record)
+        job = Job(record, carried=carry(record.headers, self.config.headers))
         self.offsets.started(job.tp, record.offset)
         try:
             job.ref = parse_reference(record.value)
@@ -211,8 +214,7 @@ class Pipeline:
                      in_flight=self.offsets.in_flight(), held_bytes=self._held_bytes)
         self.metrics.in_flight.set(self.offsets.in_flight())
         self.metrics.held_bytes.set(self._held_bytes)
-        records = self.source.poll(timeout_s, max(1, min(room, self.config.poll_max_records)))
-        return records
+        return self.source.poll(timeout_s, max(1, min(room, self.config.poll_max_records)))
 
     def _collect(self, finished: list[tuple[Job, "JobFailed | None"]]) -> None:
         for job, error in finished:
@@ -273,8 +275,9 @@ class Pipeline:
         if not jobs:
             return
         t0 = time.perf_counter()
-        keys = {k for j in jobs for k in self.lookup.keys(j.fingerprint)}
-        stored = self._cache_get(sorted(keys))  # every probe of the poll: one round trip
+        keys = sorted({k for j in jobs for k in self.lookup.keys(j.fingerprint)})
+        # Every probe of the poll in one round trip; an invalid entry is a counted miss.
+        stored = self.lookup.decode(self.cache.get_many(keys))
         self.metrics.stage_seconds.labels("cache").observe(time.perf_counter() - t0)
         for job in jobs:
             found = self.lookup.find(job.fingerprint, self._candidates(job, stored))
@@ -309,7 +312,8 @@ class Pipeline:
             job = d.item
             self._pending_by_pixels.pop(job.pixels, None)
             if d.error is not None:
-                log.error("inference_failed", id=job.ref.id, error=repr(d.error))
+                log.error("inference_failed", id=job.ref.id, error=repr(d.error),
+                          **job.carried.log_fields)
                 for j in [job, *job.followers]:
                     self._dead_letter(j, "inference_error", repr(d.error))
                 continue
@@ -358,7 +362,7 @@ class Pipeline:
         self.metrics.messages.labels("verdict").inc()
         self.metrics.verdicts.labels(label).inc()
         log.debug("verdict", id=job.ref.id, label=label, score=round(result["score"], 4),
-                  cache=cache, duplicate_of=duplicate_of)
+                  cache=cache, duplicate_of=duplicate_of, **job.carried.log_fields)
         self._send(job, self.config.verdict_topic, job.ref.id, verdict.model_dump_json())
 
     def _dead_letter(self, job: Job, kind: str, message: str, attempts: int = 1) -> None:
@@ -372,19 +376,15 @@ class Pipeline:
         self.metrics.messages.labels("dead_letter").inc()
         self.metrics.dead_letters.labels(kind).inc()
         log.warning("dead_letter", id=letter.id, kind=kind, error=message,
-                    partition=r.partition, offset=r.offset)
+                    partition=r.partition, offset=r.offset, **job.carried.log_fields)
         key = letter.id or f"{r.topic}-{r.partition}-{r.offset}"
         self._send(job, self.config.dead_letter_topic, key, letter.model_dump_json())
 
     def _send(self, job: Job, topic: str, key: str, value: str) -> None:
-        self._outbox.append((job, Outgoing(topic, key.encode(), value.encode())))
+        message = Outgoing(topic, key.encode(), value.encode(), job.carried.headers)
+        self._outbox.append((job, message))
         self._release(job)
         self.readiness.result(dead_letter=topic == self.config.dead_letter_topic)
-
-    # -- cache and lag -----------------------------------------------------------------------
-    def _cache_get(self, keys: list[str]) -> dict[str, CachedVerdict]:
-        # An invalid entry is a counted miss; the fresh verdict overwrites it.
-        return self.lookup.decode(self.cache.get_many(keys))
 
     def _report_lag(self) -> None:
         if time.monotonic() < self._next_lag_at:

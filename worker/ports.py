@@ -11,6 +11,10 @@ from typing import Callable, Protocol
 from worker.fetch import FetchError
 
 
+# Kafka headers as the client gives them: (name, value) pairs in order, a name may repeat.
+Headers = tuple[tuple[str, bytes | None], ...]
+
+
 @dataclass(frozen=True)
 class Record:
     """One consumed message."""
@@ -20,6 +24,7 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: Headers = ()
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,7 @@ class Outgoing:
     topic: str
     key: bytes
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()  # carried from the input (worker.headers)
 
 
 TopicPartition = tuple[str, int]
@@ -85,9 +91,10 @@ class MemorySource:
         self.commit_calls: list[dict[TopicPartition, int]] = []
         self.paused = False
 
-    def append(self, value: bytes | None, key: bytes | None = None, partition: int = 0) -> None:
+    def append(self, value: bytes | None, key: bytes | None = None, partition: int = 0,
+               headers: Headers = ()) -> None:
         log = self.logs[partition]
-        log.append(Record(self.topic, partition, len(log), key, value))
+        log.append(Record(self.topic, partition, len(log), key, value, tuple(headers)))
 
     def poll(self, timeout_s: float, max_records: int) -> list[Record]:
         out: list[Record] = []

@@ -158,7 +158,8 @@ class KafkaRangeSource:
             end = self.end[tp.partition]
             for m in messages:
                 if m.offset < end:
-                    out.append(Record(m.topic, m.partition, m.offset, m.key, m.value))
+                    out.append(Record(m.topic, m.partition, m.offset, m.key, m.value,
+                                      tuple(m.headers or ())))
             if self.consumer.position(tp) >= end:
                 self._done.add(tp.partition)
                 self.consumer.pause(tp)

@@ -8,19 +8,22 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, StringConstraints, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector.batcher import BatchPolicy
 from detector.images import DEFAULT_FORMATS, SUPPORTED_FORMATS, ImageLimits
 from worker.fetch import FetchConfig
+from worker.headers import HeaderPolicy
 from worker.kafka_io import KafkaConfig
 from worker.pipeline import PipelineConfig
 from worker.readiness import ReadinessPolicy
 
 PREFIX = "FEATDISTILL_"
+# A Kafka header name to carry (FEATDISTILL_CARRY_HEADERS): a plain token, as HTTP's are.
+HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
 
 
 class SettingsError(ValueError):
@@ -101,6 +104,11 @@ class Settings(BaseSettings):
     ready_max_dead_letter_share: float = Field(
         0.5, gt=0, le=1, description="/readyz fails when dead letters exceed this share of the "
         "last minute's results (at least 20); 1 turns it off")
+    # Trace context and carried headers (worker.headers)
+    carry_headers: list[HeaderName] = Field(
+        default_factory=list, description="Kafka headers carried from a reference onto its "
+        "verdict or dead letter and into its log lines, besides traceparent and tracestate "
+        "(JSON list)")
 
     def configs(self) -> "WorkerConfig":
         return WorkerConfig(
@@ -125,6 +133,7 @@ class Settings(BaseSettings):
                 max_in_flight=self.max_in_flight,
                 max_in_flight_bytes=int(self.max_in_flight_mb * 1024 * 1024),
                 readiness=ReadinessPolicy(max_dead_letter_share=self.ready_max_dead_letter_share),
+                headers=HeaderPolicy(carry=tuple(self.carry_headers)),
             ),
             fetch=FetchConfig(
                 file_roots=tuple(self.file_roots), allow_hosts=tuple(self.allow_hosts),
