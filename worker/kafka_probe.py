@@ -27,6 +27,8 @@ def probe(bootstrap: str, security: KafkaSecurity, timeout_s: float = 10.0) -> N
     """Raise KafkaRefused if the first reachable bootstrap server refuses `security`."""
     for server in bootstrap.split(","):
         host, _, port = server.strip().rpartition(":")
+        if not host or "]" in port:  # no port given: kafka-python's default
+            host, port = server.strip(), "9092"
         try:
             sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s)
         except OSError:
