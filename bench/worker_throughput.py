@@ -32,9 +32,11 @@ from detector.service import Detector  # noqa: E402
 from worker.fetch import FetchConfig, ImageFetcher  # noqa: E402
 from worker.logs import configure_logging  # noqa: E402
 from worker.kafka_io import KafkaConfig, KafkaReferenceSource, KafkaVerdictSink  # noqa: E402
+from worker.kafka_security import client_options  # noqa: E402
 from worker.metrics import Metrics  # noqa: E402
 from worker.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from worker.redis_cache import RedisVerdictCache  # noqa: E402
+from worker.settings import SecuritySettings  # noqa: E402
 
 
 def bare_forward(detector: Detector, images) -> float:
@@ -47,27 +49,28 @@ def bare_forward(detector: Detector, images) -> float:
 
 
 def run_worker(detector, uris, batch: int, bootstrap: str, redis_url: str, cache_prefix: str,
-               roots: tuple[str, ...]) -> float:
+               roots: tuple[str, ...], security: SecuritySettings) -> float:
     """Publish the references, then time the pipeline from first poll to last commit."""
     from kafka import KafkaProducer
 
     run = uuid.uuid4().hex[:8]
     topic = f"bench-refs-{run}"
     kafka = KafkaConfig(bootstrap, f"bench-{run}", f"bench-{run}", session_timeout_ms=6000,
-                        heartbeat_interval_ms=1000)
+                        heartbeat_interval_ms=1000, security=security.kafka_security())
     cfg = PipelineConfig(topic, f"bench-verdicts-{run}", f"bench-dead-{run}", "bench",
                          batch=BatchPolicy(batch, 0.05), cache_prefix=cache_prefix)
     metrics = Metrics()
-    _create_topic(bootstrap, topic)
+    _create_topic(bootstrap, topic, kafka.security)
     source = KafkaReferenceSource.connect(kafka, topic)
     sink = KafkaVerdictSink.connect(kafka)
-    cache = RedisVerdictCache.from_url(redis_url, 3600, metrics)
+    cache = RedisVerdictCache.from_url(redis_url, 3600, metrics, security=security.redis_security())
     pipeline = Pipeline(cfg, source, ImageFetcher(FetchConfig(file_roots=roots)), cache, sink,
                         detector, metrics)
     source.subscribe(pipeline.on_revoke)
     while not source.assignment():  # join the group on the empty topic before the clock starts
         pipeline.step()
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                             **client_options(kafka.security))
     for i, uri in enumerate(uris):
         producer.send(topic, key=str(i).encode(), value=json.dumps({"id": str(i), "uri": uri}).encode())
     producer.flush()
@@ -86,10 +89,10 @@ def run_worker(detector, uris, batch: int, bootstrap: str, redis_url: str, cache
     return len(uris) / seconds
 
 
-def _create_topic(bootstrap: str, topic: str) -> None:
+def _create_topic(bootstrap: str, topic: str, security) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, **client_options(security))
     admin.create_topics([NewTopic(topic, 1, 1)])
     admin.close()
 
@@ -108,6 +111,7 @@ def main(argv=None) -> int:
         parser.error(f"{' and '.join(missing)} not set: bash deploy/local/services.sh start && "
                      'eval "$(bash deploy/local/services.sh env)"')
     bootstrap, redis_url = os.environ["FEATDISTILL_KAFKA_BOOTSTRAP"], os.environ["FEATDISTILL_REDIS_URL"]
+    security = SecuritySettings()  # FEATDISTILL_KAFKA_*/REDIS_* security, as the worker reads them
     work = Path(tempfile.mkdtemp(prefix="fd-bench-"))
     paths = make_images(work / "images", args.images)
     uris = [p.as_uri() for p in paths]
@@ -120,11 +124,11 @@ def main(argv=None) -> int:
     rates = {
         "bare detector forward": bare_forward(detector, images),
         "worker, cache cold": run_worker(detector, uris, args.batch, bootstrap, redis_url,
-                                         prefix, roots),
+                                         prefix, roots, security),
         "worker, cache hits only": run_worker(detector, uris, args.batch, bootstrap, redis_url,
-                                              prefix, roots),
+                                              prefix, roots, security),
         "worker, one at a time": run_worker(detector, uris, 1, bootstrap, redis_url,
-                                            prefix + "-b1", roots),
+                                            prefix + "-b1", roots, security),
     }
     ratios = {
         "worker cold / bare forward": rates["worker, cache cold"] / rates["bare detector forward"],

@@ -1,6 +1,8 @@
 """Helpers for tests against the real Kafka and Redis started by deploy/local/services.sh.
 
 Under CI the services must be there: a missing one fails the test instead of skipping it.
+Every Kafka helper takes `security` (default: PLAINTEXT), for the secured listeners of
+`services.sh start --secure` (see `require_secure_services`).
 """
 from __future__ import annotations
 
@@ -14,9 +16,14 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+
+from worker.kafka_security import KafkaSecurity, client_options
+
+PLAIN = KafkaSecurity()
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ROOT / "deploy" / "local" / "services.sh"
@@ -35,36 +42,70 @@ def require_services() -> tuple[str, str]:
     pytest.skip(message)
 
 
+@dataclass(frozen=True)
+class SecureServices:
+    """The secured listeners of `services.sh start --secure` and the files it made for them."""
+    kafka_sasl_ssl: str  # bootstrap of the SASL_SSL listener (SCRAM-SHA-256/512 and PLAIN)
+    kafka_mtls: str  # bootstrap of the SSL listener that requires a client certificate
+    redis_tls_url: str  # rediss:// URL (ACL user below, or the password-less default user)
+    folder: Path  # ca.crt, other-ca.crt, client.crt/.key, kafka.password, redis.password
+    username: str = "featdistill"
+
+    def kafka_password(self) -> str:
+        return (self.folder / "kafka.password").read_text().strip()
+
+    def sasl_ssl(self, mechanism: str = "SCRAM-SHA-512", **changes) -> KafkaSecurity:
+        return replace(KafkaSecurity("SASL_SSL", mechanism, self.username, self.kafka_password(),
+                                     ca_file=str(self.folder / "ca.crt")), **changes)
+
+
+def require_secure_services() -> SecureServices:
+    names = ["FEATDISTILL_LOCAL_KAFKA_SASL_SSL", "FEATDISTILL_LOCAL_KAFKA_MTLS",
+             "FEATDISTILL_LOCAL_REDIS_TLS", "FEATDISTILL_LOCAL_SECURE_DIR"]
+    values = [os.environ.get(n) for n in names]
+    if all(values):
+        return SecureServices(*values[:3], Path(values[3]))
+    message = ("secured Kafka/Redis not running: 'bash deploy/local/services.sh start --secure', "
+               "then eval \"$(bash deploy/local/services.sh env)\" (sets " + ", ".join(names) + ")")
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def unique(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
-def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+def create_topic(bootstrap: str, topic: str, partitions: int, security: KafkaSecurity = PLAIN) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, **client_options(security))
     try:
         admin.create_topics([NewTopic(topic, partitions, 1)])
     finally:
         admin.close()
 
 
-def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]],
+            security: KafkaSecurity = PLAIN) -> None:
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                             **client_options(security))
     for key, value in messages:
         producer.send(topic, key=key, value=value)
     producer.flush()
     producer.close()
 
 
-def read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float = 60.0) -> list[dict]:
+def read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float = 60.0,
+               security: KafkaSecurity = PLAIN) -> list[dict]:
     """Every JSON message on the topic, waiting until at least `expect` have arrived."""
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, group_id=None, consumer_timeout_ms=1000)
+                             enable_auto_commit=False, group_id=None, consumer_timeout_ms=1000,
+                             **client_options(security))
     out: list[dict] = []
     deadline = time.monotonic() + timeout_s
     try:
@@ -78,20 +119,23 @@ def read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float = 60.0)
     return out
 
 
-def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+def committed(bootstrap: str, group: str, topic: str, partitions: int,
+              security: KafkaSecurity = PLAIN) -> dict[int, int]:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                             **client_options(security))
     try:
         return {p: consumer.committed(TopicPartition(topic, p)) or 0 for p in range(partitions)}
     finally:
         consumer.close()
 
 
-def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+def end_offsets(bootstrap: str, topic: str, partitions: int,
+                security: KafkaSecurity = PLAIN) -> dict[int, int]:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, **client_options(security))
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         return {tp.partition: o for tp, o in consumer.end_offsets(tps).items()}

@@ -35,13 +35,13 @@ def test_kustomization_lists_every_manifest_and_they_parse(docs):
     on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
     listed = set(yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"])
     assert on_disk == listed
-    assert set(docs) == {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget",
-                         "ScaledObject", "Job"}
+    assert set(docs) == {"ConfigMap", "Secret", "Deployment", "Service", "PodDisruptionBudget",
+                         "ScaledObject", "TriggerAuthentication", "Job"}
     for doc in docs.values():
         assert doc["apiVersion"] and doc["metadata"]["name"]
 
 
-def test_every_setting_the_manifests_set_exists_and_validates(docs):
+def test_every_setting_the_manifests_set_exists_and_validates(docs, tmp_path):
     config = docs["ConfigMap"]["data"]
     names = set(config)
     for kind in ("Deployment", "Job"):
@@ -49,8 +49,50 @@ def test_every_setting_the_manifests_set_exists_and_validates(docs):
             names |= {e["name"] for e in c.get("env", [])}
             assert c["envFrom"] == [{"configMapRef": {"name": "featdistill-config"}}]
     assert names <= SETTINGS, f"unknown settings: {names - SETTINGS}"
-    env = {**config, "FEATDISTILL_REDIS_URL": "redis://secret@redis:6379/0"}
+    env = {**config, "FEATDISTILL_REDIS_URL": "rediss://redis:6380/0",
+           "FEATDISTILL_KAFKA_SASL_USERNAME": "worker", "FEATDISTILL_REDIS_USERNAME": "worker"}
+    for name, path in config.items():  # the mounted files, here
+        if name.endswith("_FILE"):
+            env[name] = str(tmp_path / Path(path).name)
+            (tmp_path / Path(path).name).write_text("placeholder")
     load_settings(env)  # the values themselves are valid
+
+
+def test_secrets_are_mounted_where_the_settings_look_and_exist_in_the_secret(docs):
+    secret, config = docs["Secret"], docs["ConfigMap"]["data"]
+    keys = set(secret["stringData"])
+    assert secret["metadata"]["name"] == "featdistill-secrets"
+    assert all("REPLACE-ME" in value for value in secret["stringData"].values())  # no real ones
+    for kind in ("Deployment", "Job"):
+        pod = docs[kind]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounted: dict[str, str] = {}  # file path in the container -> key of the Secret
+        for mount in container["volumeMounts"]:
+            source = volumes[mount["name"]].get("secret")
+            if source:
+                assert source["secretName"] == secret["metadata"]["name"] and mount["readOnly"]
+                for item in source["items"]:
+                    mounted[f"{mount['mountPath']}/{item['path']}"] = item["key"]
+        assert set(mounted.values()) <= keys
+        files = {name: path for name, path in config.items() if name.endswith("_FILE")}
+        files |= {e["name"]: e["value"] for e in container["env"]
+                  if e["name"].endswith("_FILE") and "value" in e}
+        assert files and set(files) <= SETTINGS
+        for name, path in files.items():
+            assert path in mounted, f"{kind}: {name}={path} is not a mounted Secret file"
+        for env in container["env"]:
+            ref = env.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                assert ref["name"] == secret["metadata"]["name"] and ref["key"] in keys
+        # every secret the settings need arrives one way or the other
+        given = set(files) | {e["name"] for e in container["env"]} | set(config)
+        assert {"FEATDISTILL_KAFKA_SASL_USERNAME", "FEATDISTILL_KAFKA_SASL_PASSWORD_FILE",
+                "FEATDISTILL_KAFKA_CA_FILE", "FEATDISTILL_REDIS_URL", "FEATDISTILL_REDIS_USERNAME",
+                "FEATDISTILL_REDIS_PASSWORD_FILE", "FEATDISTILL_REDIS_CA_FILE"} <= given
+    auth = docs["TriggerAuthentication"]["spec"]["secretTargetRef"]
+    assert {ref["key"] for ref in auth} <= keys
+    assert {ref["name"] for ref in auth} == {secret["metadata"]["name"]}
 
 
 def test_worker_deployment_gpu_probes_and_grace(docs):
@@ -88,6 +130,10 @@ def test_service_pdb_and_autoscaling_agree_with_the_worker(docs):
     assert scaled["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
     trigger = scaled["spec"]["triggers"][0]
     assert trigger["type"] == "kafka"
+    assert trigger["authenticationRef"]["name"] == docs["TriggerAuthentication"]["metadata"]["name"]
+    keda_sasl = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
+    assert trigger["metadata"]["sasl"] == keda_sasl[config["FEATDISTILL_KAFKA_SASL_MECHANISM"]]
+    assert trigger["metadata"]["tls"] == "enable" and config["FEATDISTILL_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert trigger["metadata"]["consumerGroup"] == config["FEATDISTILL_GROUP_ID"]
     assert trigger["metadata"]["topic"] == config["FEATDISTILL_INPUT_TOPIC"]
     assert trigger["metadata"]["bootstrapServers"] == config["FEATDISTILL_KAFKA_BOOTSTRAP"]

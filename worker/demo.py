@@ -62,12 +62,19 @@ def _generated_images(folder: Path, count: int = 6) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import KafkaProducer
+
+    from worker.kafka_security import client_options
+    from worker.settings import SecuritySettings
 
     bootstrap = os.environ.get("FEATDISTILL_KAFKA_BOOTSTRAP")
     if not bootstrap:  # the local broker's port is per checkout: no default to guess
         raise CliError("set FEATDISTILL_KAFKA_BOOTSTRAP (and FEATDISTILL_REDIS_URL), e.g. with "
                        "eval \"$(bash deploy/local/services.sh env)\", as scripts/demo.sh does")
+    try:  # the worker's own Kafka security settings: the demo's clients talk to the same broker
+        kafka_options = client_options(SecuritySettings().kafka_security())
+    except ValueError as exc:  # pydantic's ValidationError
+        raise CliError(str(exc).replace("\n", " ")) from None
     work = Path(tempfile.mkdtemp(prefix="featdistill-demo-"))
     bundle = args.bundle or _tiny_bundle(work / "bundle")
     truth: dict[Path, str] = {}
@@ -80,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     refs = [(f"img-{i}", p.as_uri()) for i, p in enumerate(images)]
     refs.append(("duplicate-of-img-0", images[0].as_uri()))
     refs.append(("broken", (work / "no-such-upload.png").as_uri()))
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **kafka_options)
     for ref_id, uri in refs:
         producer.send(topics["in"], key=ref_id.encode(),
                       value=json.dumps({"id": ref_id, "uri": uri}).encode())
@@ -97,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
            "FEATDISTILL_WORKER_ID": "demo-worker"}
     worker = subprocess.Popen([sys.executable, "-m", "detector.cli", "worker"], env=env)
     try:
-        verdicts, dead = _collect(bootstrap, topics, len(refs), args.timeout)
+        verdicts, dead = _collect(bootstrap, kafka_options, topics, len(refs), args.timeout)
     finally:
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(60)
@@ -115,11 +122,12 @@ def _tiny_bundle(out: Path) -> Path:
     return out
 
 
-def _collect(bootstrap: str, topics: dict, expected: int, timeout_s: float):
+def _collect(bootstrap: str, kafka_options: dict, topics: dict, expected: int, timeout_s: float):
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(topics["out"], topics["dead"], bootstrap_servers=bootstrap,
-                             auto_offset_reset="earliest", group_id=None, consumer_timeout_ms=500)
+                             auto_offset_reset="earliest", group_id=None, consumer_timeout_ms=500,
+                             **kafka_options)
     verdicts, dead = [], []
     deadline = time.monotonic() + timeout_s
     try:

@@ -11,6 +11,9 @@ loudly, the orchestrator restarts it, nothing was committed past the failure). A
 fails, because the group rebalanced under us or the coordinator is away, is dropped: the offsets
 stay uncommitted, so whoever owns the partitions next replays those messages (at-least-once),
 and the consumer rejoins on its next poll.
+
+A broker that answers but refuses us (credentials, certificates, TLS spoken to plaintext: see
+worker/kafka_security.py) is no outage: connecting ends after its first attempt with KafkaRefused.
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ from kafka.errors import KafkaError
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
+from worker.kafka_probe import probe
+from worker.kafka_security import KafkaSecurity, client_options, quiet_connect
 from worker.ports import Outgoing, Record, RevokeCallback
 
 log = structlog.get_logger("featdistill.kafka")
@@ -41,6 +46,10 @@ class KafkaConfig:
     publish_timeout_s: float = 30.0  # one attempt at publishing a batch
     outage_s: float = 120.0  # how long a broker outage is waited out before giving up
     commit_timeout_s: float = 10.0
+    security: KafkaSecurity = KafkaSecurity()
+    # One attempt at reaching the bootstrap servers when a client is built (kafka-python's own
+    # default is 30 s); the outage loop retries it. A refusal is not retried (kafka_probe).
+    bootstrap_timeout_s: float = 10.0
 
 
 T = TypeVar("T")
@@ -96,6 +105,7 @@ class KafkaReferenceSource:
     @classmethod
     def connect(cls, config: KafkaConfig, topic: str) -> "KafkaReferenceSource":
         def make() -> KafkaConsumer:
+            probe(config.bootstrap, config.security, config.bootstrap_timeout_s)  # refused: raises
             return KafkaConsumer(
                 bootstrap_servers=config.bootstrap,
                 group_id=config.group_id,
@@ -105,9 +115,11 @@ class KafkaReferenceSource:
                 session_timeout_ms=config.session_timeout_ms,
                 heartbeat_interval_ms=config.heartbeat_interval_ms,
                 max_poll_interval_ms=config.max_poll_interval_ms,
+                bootstrap_timeout_ms=int(config.bootstrap_timeout_s * 1000),
+                **client_options(config.security),
             )
 
-        consumer = retry_through_outage("connect consumer", make, config.outage_s)
+        consumer = retry_through_outage("connect consumer", quiet_connect(make), config.outage_s)
         return cls(consumer, topic, config.commit_timeout_s)
 
     def subscribe(self, on_revoke: RevokeCallback) -> None:
@@ -186,6 +198,7 @@ class KafkaVerdictSink:
     @classmethod
     def connect(cls, config: KafkaConfig) -> "KafkaVerdictSink":
         def make() -> KafkaProducer:
+            probe(config.bootstrap, config.security, config.bootstrap_timeout_s)  # refused: raises
             return KafkaProducer(
                 bootstrap_servers=config.bootstrap,
                 client_id=config.client_id,
@@ -195,9 +208,11 @@ class KafkaVerdictSink:
                 # send() blocks at most this long for metadata or buffer space, then raises a
                 # KafkaTimeoutError that the outage loop retries.
                 max_block_ms=int(config.publish_timeout_s * 1000),
+                bootstrap_timeout_ms=int(config.bootstrap_timeout_s * 1000),
+                **client_options(config.security),
             )
 
-        producer = retry_through_outage("connect producer", make, config.outage_s)
+        producer = retry_through_outage("connect producer", quiet_connect(make), config.outage_s)
         return cls(producer, config.publish_timeout_s, config.outage_s)
 
     def __init__(self, producer: KafkaProducer, timeout_s: float = 30.0,

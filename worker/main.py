@@ -20,6 +20,7 @@ from detector.service import Detector
 from detector.spec import SpecError
 from worker.fetch import ImageFetcher
 from worker.kafka_io import KafkaOutage, KafkaReferenceSource, KafkaVerdictSink
+from worker.kafka_security import KafkaRefused
 from worker.logs import configure_logging
 from worker.metrics import HealthServer, Metrics
 from worker.pipeline import Pipeline
@@ -58,9 +59,10 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None) -> int:
     try:  # a broker that is down at start-up is waited out for cfg.kafka.outage_s
         source = KafkaReferenceSource.connect(cfg.kafka, cfg.pipeline.input_topic)
         sink = KafkaVerdictSink.connect(cfg.kafka)
-    except KafkaOutage as exc:
+    except (KafkaOutage, KafkaRefused) as exc:  # refused: credentials or certificates, not retried
         raise CliError(f"FEATDISTILL_KAFKA_BOOTSTRAP={cfg.kafka.bootstrap}: {exc}") from None
-    cache = RedisVerdictCache.from_url(cfg.redis_url, cfg.cache_ttl_s, metrics)
+    cache = RedisVerdictCache.from_url(cfg.redis_url, cfg.cache_ttl_s, metrics,
+                                       security=cfg.redis_security)
     pipeline = Pipeline(cfg.pipeline, source, ImageFetcher(cfg.fetch), cache, sink, detector, metrics)
     source.subscribe(pipeline.on_revoke)
     health = HealthServer(metrics, pipeline.ready, cfg.metrics_port).start()

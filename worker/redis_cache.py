@@ -7,11 +7,13 @@ and the next write replaces it.
 The cache is an optimisation, never a dependency: when Redis is unreachable every lookup is a miss
 and writes are dropped; the outage is logged once (and once more when it ends) and counted in
 metrics. To keep a dead Redis from costing a connect timeout on every poll, we wait
-`retry_after_s` before trying it again.
+`retry_after_s` before trying it again. Refused credentials or an untrusted certificate are
+handled the same way (the worker keeps judging, without cache), and the one log line says so.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Callable
 
 import redis
@@ -20,6 +22,43 @@ import structlog
 from worker.metrics import Metrics
 
 log = structlog.get_logger("featdistill.cache")
+
+
+@dataclass(frozen=True)
+class RedisSecurity:
+    """ACL credentials and, for a rediss:// URL, the TLS files; None: whatever the URL says."""
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a repr, so never logged
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    check_hostname: bool = True
+
+
+def redis_client_options(url: str, security: RedisSecurity) -> dict:
+    """Keyword arguments for redis.Redis.from_url(url, ...): credentials override the URL's."""
+    options = {}
+    if security.username:
+        options["username"] = security.username
+    if security.password:
+        options["password"] = security.password
+    if url.startswith("rediss://"):  # the ssl_* arguments exist only on TLS connections
+        options.update(ssl_cert_reqs="required", ssl_ca_certs=security.ca_file,
+                       ssl_certfile=security.cert_file, ssl_keyfile=security.key_file,
+                       ssl_check_hostname=security.check_hostname)
+    return options
+
+
+def why_down(exc: redis.RedisError) -> str:
+    """What to check, when the cause is our settings rather than an outage."""
+    text = str(exc)
+    if isinstance(exc, redis.AuthenticationError) or "WRONGPASS" in text or "NOAUTH" in text:
+        return "Redis refused the credentials: check FEATDISTILL_REDIS_USERNAME/PASSWORD(_FILE)"
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return "Redis's TLS certificate is not trusted: check FEATDISTILL_REDIS_CA_FILE"
+    if "SSL" in text:
+        return "TLS to Redis failed: check the rediss:// URL and FEATDISTILL_REDIS_*_FILE"
+    return "Redis unreachable"
 
 
 class RedisVerdictCache:
@@ -36,9 +75,11 @@ class RedisVerdictCache:
         self._next_try = 0.0
 
     @classmethod
-    def from_url(cls, url: str, ttl_s: int, metrics: Metrics, timeout_s: float = 0.5):
+    def from_url(cls, url: str, ttl_s: int, metrics: Metrics, timeout_s: float = 0.5,
+                 security: RedisSecurity = RedisSecurity()):
         client = redis.Redis.from_url(url, socket_timeout=timeout_s,
-                                      socket_connect_timeout=timeout_s, health_check_interval=10)
+                                      socket_connect_timeout=timeout_s, health_check_interval=10,
+                                      **redis_client_options(url, security))
         return cls(client, ttl_s, metrics)
 
     @property
@@ -81,7 +122,7 @@ class RedisVerdictCache:
         self._next_try = self._clock() + self.retry_after_s
         if self._down_since is None:
             self._down_since = self._clock()
-            log.warning("cache_unavailable", error=str(exc),
+            log.warning("cache_unavailable", reason=why_down(exc), error=str(exc),
                         note="judging without cache until Redis answers again")
 
     def _succeeded(self) -> None:

@@ -172,8 +172,11 @@ def _source(args, cfg):
         return ListingSource(refs, Checkpoint.open(state, {"source": f"listing:{listing}"}))
     from kafka import KafkaConsumer
 
+    from worker.kafka_security import client_options
+
     consumer = KafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap, group_id=None,
-                             enable_auto_commit=False, client_id=f"replay-{uuid.uuid4().hex[:6]}")
+                             enable_auto_commit=False, client_id=f"replay-{uuid.uuid4().hex[:6]}",
+                             **client_options(cfg.kafka.security))
     plan = {"source": f"topic:{args.from_topic}:{args.since}:{args.until}:{args.offsets}"}
     checkpoint = Checkpoint.open(state, plan)
     if "start" not in checkpoint.plan:  # first run: fix the range now, so the job terminates
@@ -199,7 +202,8 @@ def _sink(args, cfg, verdict_topic: str):
 def _cache(args, cfg, metrics):
     if args.no_cache:
         return NoCache()
-    cache = RedisVerdictCache.from_url(cfg.redis_url, cfg.cache_ttl_s, metrics)
+    cache = RedisVerdictCache.from_url(cfg.redis_url, cfg.cache_ttl_s, metrics,
+                                       security=cfg.redis_security)
     return RefreshCache(cache) if args.refresh_cache else cache
 
 

@@ -10,7 +10,7 @@ import socket
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, ValidationError, field_validator
+from pydantic import Field, SecretStr, StringConstraints, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector.batcher import BatchPolicy
@@ -18,8 +18,10 @@ from detector.images import DEFAULT_FORMATS, SUPPORTED_FORMATS, ImageLimits
 from worker.fetch import FetchConfig
 from worker.headers import HeaderPolicy
 from worker.kafka_io import KafkaConfig
+from worker.kafka_security import KafkaSecurity
 from worker.pipeline import PipelineConfig
 from worker.readiness import ReadinessPolicy
+from worker.redis_cache import RedisSecurity
 
 PREFIX = "FEATDISTILL_"
 # A Kafka header name to carry (FEATDISTILL_CARRY_HEADERS): a plain token, as HTTP's are.
@@ -30,7 +32,104 @@ class SettingsError(ValueError):
     pass
 
 
-class Settings(BaseSettings):
+# ---------------------------------------------------------------- Kafka and Redis security
+# Its own class so that the demo, the bench and the tests can read it without the worker's other
+# settings. A secret is given as itself or, with the _FILE variant, as a file holding it (a
+# mounted Kubernetes Secret); it is read here, once, and kept as a SecretStr: masked in any repr
+# or dump, and in the frozen objects a field left out of their repr.
+_SECRET_FILES = {"kafka_sasl_password": "kafka_sasl_password_file",
+                 "redis_password": "redis_password_file"}
+
+
+class SecuritySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", frozen=True)
+
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (managed Kafka: SASL_SSL)")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+    kafka_sasl_username: str | None = Field(None, description="SASL user (SASL_* protocols)")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (masked)")
+    kafka_sasl_password_file: str | None = Field(
+        None, description="file holding the SASL password, instead of FEATDISTILL_KAFKA_SASL_PASSWORD")
+    kafka_ca_file: str | None = Field(
+        None, description="PEM CA bundle the broker's certificate must chain to (default: the system's)")
+    kafka_cert_file: str | None = Field(None, description="client certificate, PEM (mTLS)")
+    kafka_key_file: str | None = Field(None, description="client certificate's private key, PEM (mTLS)")
+    kafka_ssl_check_hostname: bool = Field(
+        True, description="the broker's certificate must name the host we connect to")
+    redis_username: str | None = Field(None, description="Redis ACL user (default: the URL's)")
+    redis_password: SecretStr | None = Field(None, description="Redis ACL password (masked)")
+    redis_password_file: str | None = Field(
+        None, description="file holding the Redis password, instead of FEATDISTILL_REDIS_PASSWORD")
+    redis_ca_file: str | None = Field(
+        None, description="PEM CA bundle for a rediss:// URL (default: the system's)")
+    redis_cert_file: str | None = Field(None, description="client certificate for rediss://, PEM")
+    redis_key_file: str | None = Field(None, description="its private key, PEM")
+    redis_ssl_check_hostname: bool = Field(
+        True, description="Redis's certificate must name the host we connect to")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data):
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for secret, path_field in _SECRET_FILES.items():
+            path = data.get(path_field)
+            if not path:
+                continue
+            if data.get(secret):
+                raise ValueError(f"set {PREFIX}{secret.upper()} or {PREFIX}{path_field.upper()}, "
+                                 "not both")
+            try:
+                with open(path, encoding="utf-8") as f:
+                    data[secret] = f.read().rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(f"{PREFIX}{path_field.upper()}={path}: {exc.strerror}") from None
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        tls = self.kafka_security_protocol in ("SSL", "SASL_SSL")
+        for name in ("kafka_ca_file", "kafka_cert_file", "kafka_key_file"):
+            if getattr(self, name) and not tls:
+                raise ValueError(f"{PREFIX}{name.upper()} needs TLS: set "
+                                 f"{PREFIX}KAFKA_SECURITY_PROTOCOL to SSL or SASL_SSL")
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+                self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(f"{PREFIX}KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                             f"{PREFIX}KAFKA_SASL_USERNAME and {PREFIX}KAFKA_SASL_PASSWORD(_FILE)")
+        url = getattr(self, "redis_url", None)  # a field of Settings (the worker's whole set)
+        for name in ("redis_ca_file", "redis_cert_file", "redis_key_file"):
+            if url and getattr(self, name) and not url.startswith("rediss://"):
+                raise ValueError(f"{PREFIX}{name.upper()} needs TLS: a rediss:// "
+                                 f"{PREFIX}REDIS_URL")
+        for kind in ("kafka", "redis"):
+            if getattr(self, f"{kind}_key_file") and not getattr(self, f"{kind}_cert_file"):
+                raise ValueError(f"{PREFIX}{kind.upper()}_KEY_FILE without "
+                                 f"{PREFIX}{kind.upper()}_CERT_FILE")
+        return self
+
+    def kafka_security(self) -> KafkaSecurity:
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol, sasl_mechanism=self.kafka_sasl_mechanism,
+            username=self.kafka_sasl_username, password=_reveal(self.kafka_sasl_password),
+            ca_file=self.kafka_ca_file, cert_file=self.kafka_cert_file,
+            key_file=self.kafka_key_file, check_hostname=self.kafka_ssl_check_hostname)
+
+    def redis_security(self) -> RedisSecurity:
+        return RedisSecurity(
+            username=self.redis_username, password=_reveal(self.redis_password),
+            ca_file=self.redis_ca_file, cert_file=self.redis_cert_file,
+            key_file=self.redis_key_file, check_hostname=self.redis_ssl_check_hostname)
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return None if secret is None else secret.get_secret_value()
+
+
+class Settings(SecuritySettings):
     model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", frozen=True)
 
     # Model
@@ -114,6 +213,7 @@ class Settings(BaseSettings):
         return WorkerConfig(
             bundle=self.bundle, device=self.device, dtype=self.dtype,
             redis_url=self.redis_url, cache_ttl_s=self.cache_ttl_s,
+            redis_security=self.redis_security(),
             metrics_port=self.metrics_port, log_format=self.log_format, log_level=self.log_level,
             shutdown_grace_s=self.shutdown_grace_s,
             kafka=KafkaConfig(
@@ -121,7 +221,7 @@ class Settings(BaseSettings):
                 session_timeout_ms=self.session_timeout_ms,
                 heartbeat_interval_ms=self.heartbeat_interval_ms,
                 max_poll_interval_ms=self.max_poll_interval_ms,
-                outage_s=self.kafka_outage_s,
+                outage_s=self.kafka_outage_s, security=self.kafka_security(),
             ),
             pipeline=PipelineConfig(
                 input_topic=self.input_topic, verdict_topic=self.verdict_topic,
@@ -152,6 +252,7 @@ class WorkerConfig:
     dtype: str | None
     redis_url: str
     cache_ttl_s: int
+    redis_security: RedisSecurity
     metrics_port: int
     log_format: str
     log_level: str

@@ -2,14 +2,15 @@
 # Local Apache Kafka (single-node KRaft) and Redis on 127.0.0.1 for tests, CI and the demo.
 # No Docker here: Kafka runs from its Maven Central jars, Redis from Debian's redis-server.
 #
-#   bash deploy/local/services.sh install|start|stop [--keep-data]|status|env
+#   bash deploy/local/services.sh install|start [--secure]|stop [--keep-data]|status|env
 #   bash deploy/local/services.sh start-redis|stop-redis       (tests simulate a Redis outage)
 #   bash deploy/local/services.sh kafka-class CLASS [ARGS...]  (run a Kafka tool from the jars)
 #   eval "$(bash deploy/local/services.sh env)"
 #
 # Ports are free ones picked by 'start' and recorded for this checkout (FEATDISTILL_KAFKA_PORT,
 # FEATDISTILL_KAFKA_CONTROLLER_PORT, FEATDISTILL_REDIS_PORT fix them instead); the other
-# commands use the recorded ones. See deploy/local/README.md for the variables.
+# commands use the recorded ones. --secure adds TLS/SASL listeners (deploy/local/secure.sh) until
+# 'stop'. See deploy/local/README.md for the variables.
 set -euo pipefail
 
 CACHE="${FEATDISTILL_CACHE:-$HOME/.cache/featdistill}"
@@ -27,6 +28,9 @@ PORTS_FILE="$SERVICES_DIR/ports"
 KAFKA_HOME="$CACHE/kafka-$KAFKA_VERSION"
 KAFKA_LIBS="$KAFKA_HOME/libs"
 
+# shellcheck source=deploy/local/secure.sh
+source "$REPO/deploy/local/secure.sh"
+SECURE=0; [ ! -f "$SECURE_DIR.on" ] || SECURE=1  # 'start --secure' stays on until 'stop'
 log() { echo "services: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
@@ -79,6 +83,7 @@ load_ports() {
     KAFKA_PORT="${FEATDISTILL_KAFKA_PORT:-$REC_KAFKA}"
     CONTROLLER_PORT="${FEATDISTILL_KAFKA_CONTROLLER_PORT:-$REC_CONTROLLER}"
     REDIS_PORT="${FEATDISTILL_REDIS_PORT:-$REC_REDIS}"
+    secure_load_ports
     set_run_dirs
 }
 
@@ -110,7 +115,7 @@ for port in random.sample(range(20000, low if low > 21000 else 61000), 1000):
             continue
     print(port)
     break
-' "$KAFKA_PORT" "$CONTROLLER_PORT" "$REDIS_PORT")"
+' "$KAFKA_PORT" "$CONTROLLER_PORT" "$REDIS_PORT" "$@")"
     [ -n "$port" ] || die "found no free port on 127.0.0.1"
     echo "$port"
 }
@@ -139,12 +144,14 @@ choose_ports() {
         keep_port "$CONTROLLER_PORT" $kafka_alive "kafka controller" || CONTROLLER_PORT="$(pick_port)"
     [ -n "${FEATDISTILL_REDIS_PORT:-}" ] || keep_port "$REDIS_PORT" $redis_alive redis ||
         REDIS_PORT="$(pick_port)"
+    if secure_wanted; then secure_choose_ports $kafka_alive $redis_alive; fi
     # Explicit ports belong to the caller: the record keeps what it held for them.
     local kafka="$KAFKA_PORT" controller="$CONTROLLER_PORT" redis="$REDIS_PORT"
     [ -z "${FEATDISTILL_KAFKA_PORT:-}" ] || kafka="$REC_KAFKA"
     [ -z "${FEATDISTILL_KAFKA_CONTROLLER_PORT:-}" ] || controller="$REC_CONTROLLER"
     [ -z "${FEATDISTILL_REDIS_PORT:-}" ] || redis="$REC_REDIS"
-    printf 'kafka=%s\ncontroller=%s\nredis=%s\n' "$kafka" "$controller" "$redis" >"$PORTS_FILE.tmp"
+    { printf 'kafka=%s\ncontroller=%s\nredis=%s\n' "$kafka" "$controller" "$redis"
+      secure_record_ports; } >"$PORTS_FILE.tmp"
     mv "$PORTS_FILE.tmp" "$PORTS_FILE"
     exec 7>&-
     set_run_dirs
@@ -163,56 +170,8 @@ require_ports() {  # what the command needs: kafka and/or redis
 }
 
 # ---------------------------------------------------------------- install
-install_kafka() {
-    [ -f "$KAFKA_HOME/.complete" ] && return 0
-    { command -v java && command -v mvn; } >/dev/null || die "needs java (17+) and mvn"
-    mkdir -p "$KAFKA_HOME"
-    # One installer at a time; a concurrent caller waits, then finds the marker.
-    exec 8>"$KAFKA_HOME/.lock" && flock 8
-    if [ ! -f "$KAFKA_HOME/.complete" ]; then
-        log "fetching kafka_2.13 $KAFKA_VERSION jars with Maven (first run only)"
-        rm -rf "$KAFKA_LIBS"
-        # kafka-tools brings TopicCommand and the console producer/consumer for checks; its
-        # connect-runtime (Jetty, Jersey: ~40 jars) only serves Connect tools, so leave it out.
-        cat >"$KAFKA_HOME/pom.xml" <<EOF
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>featdistill.local</groupId><artifactId>kafka-runtime</artifactId>
-  <version>1</version><packaging>pom</packaging>
-  <dependencies>
-    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version></dependency>
-    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$KAFKA_VERSION</version>
-      <exclusions><exclusion><groupId>org.apache.kafka</groupId><artifactId>connect-runtime</artifactId></exclusion></exclusions>
-    </dependency>
-  </dependencies>
-</project>
-EOF
-        local mvn=(mvn -B -f "$KAFKA_HOME/pom.xml") plugin=org.apache.maven.plugins:maven-dependency-plugin:3.6.1
-        "${mvn[@]}" "$plugin:copy-dependencies" -DincludeScope=runtime \
-            -DoutputDirectory="$KAFKA_LIBS" </dev/null >"$KAFKA_HOME/mvn.log" 2>&1 ||
-            fail_with_log "$KAFKA_HOME/mvn.log" "maven could not fetch kafka $KAFKA_VERSION"
-        # Kafka only ships slf4j-api; without a binding the broker logs nothing. Pick the
-        # slf4j-simple that matches the resolved API (1.7.x and 2.x bind differently).
-        local api slf4j_version
-        api="$(find "$KAFKA_LIBS" -name 'slf4j-api-*.jar' | head -n 1)"
-        [ -n "$api" ] || die "no slf4j-api among the resolved jars"
-        slf4j_version="$(basename "$api" .jar)"; slf4j_version="${slf4j_version#slf4j-api-}"
-        "${mvn[@]}" "$plugin:copy" -Dartifact="org.slf4j:slf4j-simple:$slf4j_version" \
-            -DoutputDirectory="$KAFKA_LIBS" </dev/null >>"$KAFKA_HOME/mvn.log" 2>&1 ||
-            fail_with_log "$KAFKA_HOME/mvn.log" "maven could not fetch slf4j-simple $slf4j_version"
-        touch "$KAFKA_HOME/.complete"
-        log "kafka $KAFKA_VERSION: $(find "$KAFKA_LIBS" -name '*.jar' | wc -l) jars in $KAFKA_LIBS"
-    fi
-    exec 8>&-
-}
-
-install_redis() {
-    command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return 0
-    local sudo=(); [ "$(id -u)" = 0 ] || sudo=(sudo -n)
-    log "installing redis-server with apt-get"
-    "${sudo[@]}" apt-get update -q </dev/null >&2
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q redis-server </dev/null >&2
-}
+# shellcheck source=deploy/local/install.sh
+source "$REPO/deploy/local/install.sh"
 
 # ---------------------------------------------------------------- kafka
 kafka_healthy() {
@@ -242,13 +201,16 @@ share.coordinator.state.topic.min.isr=1
 min.insync.replicas=1
 group.initial.rebalance.delay.ms=0
 EOF
+    if secure_wanted; then secure_kafka_config; fi
 }
 
 start_kafka() {
-    if kafka_healthy; then log "kafka already running on 127.0.0.1:$KAFKA_PORT"; return 0; fi
+    local changed=0; secure_mode_changed "$KAFKA_RUN/server.properties" SASL_SSL && changed=1
+    if [ $changed = 0 ] && kafka_healthy; then log "kafka already running on 127.0.0.1:$KAFKA_PORT"; return 0; fi
     terminate "$KAFKA_RUN/kafka.pid" "$KAFKA_CMDLINE" 30 kafka  # half-started leftover, if any
-    local port
-    for port in "$KAFKA_PORT" "$CONTROLLER_PORT"; do
+    local port ports=("$KAFKA_PORT" "$CONTROLLER_PORT")
+    if secure_wanted; then ports+=("$SASL_SSL_PORT" "$MTLS_PORT"); fi
+    for port in "${ports[@]}"; do
         port_open "$port" && die "port $port is taken by a process we did not start" \
             "(another checkout's services? pick another FEATDISTILL_*_PORT, or unset it)"
     done
@@ -256,7 +218,7 @@ start_kafka() {
     mkdir -p "$KAFKA_RUN"
     # Data left by a crash (not by 'stop --keep-data') is dropped: every start is a fresh
     # cluster, and a reused one makes the broker wait out its old registration (~10 s).
-    [ -f "$KAFKA_RUN/keep-data" ] || rm -rf "$KAFKA_RUN/data"
+    [ -f "$KAFKA_RUN/keep-data" ] && [ $changed = 0 ] || rm -rf "$KAFKA_RUN/data"
     rm -f "$KAFKA_RUN/keep-data"
     write_kafka_config
     local java=(java -Xmx512m -Xms256m -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true
@@ -266,9 +228,10 @@ start_kafka() {
     if [ ! -f "$KAFKA_RUN/data/meta.properties" ]; then
         # With static controller.quorum.voters the format takes no --standalone
         # (that flag is for the dynamic controller.quorum.bootstrap.servers setup).
-        local cluster_id; cluster_id="$("${java[@]}" kafka.tools.StorageTool random-uuid </dev/null 2>/dev/null | tail -n 1)"
+        local cluster_id scram=(); if secure_wanted; then mapfile -t scram < <(secure_format_args); fi
+        cluster_id="$("${java[@]}" kafka.tools.StorageTool random-uuid </dev/null 2>/dev/null | tail -n 1)"
         "${java[@]}" kafka.tools.StorageTool format -t "$cluster_id" \
-            -c "$KAFKA_RUN/server.properties" </dev/null >"$KAFKA_RUN/format.log" 2>&1 ||
+            -c "$KAFKA_RUN/server.properties" "${scram[@]}" </dev/null >"$KAFKA_RUN/format.log" 2>&1 ||
             fail_with_log "$KAFKA_RUN/format.log" "kafka storage format failed"
     fi
     log "starting kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (log $KAFKA_RUN/kafka.log)"
@@ -304,11 +267,15 @@ redis_healthy() { live_pid "$REDIS_RUN/redis.pid" redis-server >/dev/null && red
 
 start_redis() {
     install_redis
-    if redis_healthy; then log "redis already running on 127.0.0.1:$REDIS_PORT"; return 0; fi
-    stop_redis  # a leftover that no longer answers, if any
+    if ! secure_mode_changed "$REDIS_RUN/redis.conf" tls-port && redis_healthy; then
+        log "redis already running on 127.0.0.1:$REDIS_PORT"; return 0
+    fi
+    stop_redis  # a leftover that no longer answers, or one in the other mode, if any
     # A daemonizing redis-server exits 0 even when the port is taken: check first.
-    port_open "$REDIS_PORT" && die "port $REDIS_PORT is taken by a process we did not start" \
-        "(another checkout's redis? pick another FEATDISTILL_REDIS_PORT, or unset it)"
+    local port; for port in "$REDIS_PORT" $(! secure_wanted || echo "$REDIS_TLS_PORT"); do
+        port_open "$port" && die "port $port is taken by a process we did not start" \
+            "(another checkout's redis? pick another FEATDISTILL_REDIS_PORT, or unset it)"
+    done
     mkdir -p "$REDIS_RUN"
     # Our own config and daemon, not Debian's system service; a cache needs no persistence.
     cat >"$REDIS_RUN/redis.conf" <<EOF
@@ -321,6 +288,7 @@ logfile $REDIS_RUN/redis.log
 dir $REDIS_RUN
 save ""
 appendonly no
+$(! secure_wanted || secure_redis_config)
 EOF
     log "starting redis on 127.0.0.1:$REDIS_PORT"
     redis-server "$REDIS_RUN/redis.conf" </dev/null 8>&- 9>&- ||
@@ -340,6 +308,7 @@ print_env() {
     require_ports kafka redis
     printf 'export FEATDISTILL_KAFKA_BOOTSTRAP=127.0.0.1:%s\nexport FEATDISTILL_REDIS_URL=redis://127.0.0.1:%s/0\n' \
         "$KAFKA_PORT" "$REDIS_PORT"
+    secure_env
 }
 
 status() {
@@ -357,6 +326,7 @@ stop() {  # [--keep-data]
     [ -z "${1:-}" ] || [ "$1" = --keep-data ] || die "stop: unknown option $1"
     if [ -n "$KAFKA_PORT" ]; then stop_kafka "${1:-}"; fi
     if [ -n "$REDIS_PORT" ]; then stop_redis; fi
+    rm -f "$SECURE_DIR.on"
 }
 
 # Tools that talk to a broker get this checkout's unless the arguments name one. Only the
@@ -380,12 +350,13 @@ lock_services() { mkdir -p "$SERVICES_DIR"; exec 9>"$SERVICES_DIR/.lock"; flock 
 cmd="${1:-}"; shift || true
 case "$cmd" in
     install) install_kafka; install_redis ;;
-    start) lock_services; install_kafka; install_redis; choose_ports; start_kafka; start_redis ;;
+    start) lock_services; [ "${1:-}" != --secure ] || { SECURE=1; secure_certs; touch "$SECURE_DIR.on"; }
+        install_kafka; install_redis; choose_ports; start_kafka; start_redis ;;
     stop) lock_services; load_ports; stop "$@" ;;
     start-redis) lock_services; install_redis; choose_ports; start_redis ;;
     stop-redis) lock_services; load_ports; if [ -n "$REDIS_PORT" ]; then stop_redis; fi ;;
     status) load_ports; status ;;
     env) load_ports; print_env ;;
     kafka-class) load_ports; kafka_class "$@" ;;
-    *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
