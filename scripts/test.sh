@@ -7,7 +7,7 @@ cd "$repo"
 source scripts/step.sh
 source scripts/env.sh || exit 1
 step services "Kafka or Redis did not start (see the lines above; 'bash deploy/local/services.sh status')" \
-    bash deploy/local/services.sh start
+    bash deploy/local/services.sh start --secure
 trap 'bash deploy/local/services.sh stop >/dev/null 2>&1 || true' EXIT
 eval "$(bash deploy/local/services.sh env)"
 python -m pytest "$@"

@@ -10,7 +10,8 @@ import socket
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic import (Field, SecretStr, StringConstraints, ValidationError, field_validator,
+                      model_validator)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector.batcher import BatchPolicy
