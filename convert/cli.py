@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from detector.cli import CliError
+from shell.cli import CliError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -111,7 +111,7 @@ def _import_onnx(args: argparse.Namespace) -> int:
         import onnx  # noqa: F401  (imported here only to fail early and clearly)
         import onnxruntime  # noqa: F401
 
-        from detector.onnx_import import DisagreementError, OnnxImportError, import_onnx
+        from convert.onnx_import import DisagreementError, OnnxImportError, import_onnx
     except ImportError as exc:
         raise CliError(f"{exc.name} is not installed: pip install 'featdistill[onnx]'") from exc
     if not args.onnx.is_file():

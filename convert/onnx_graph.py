@@ -1,4 +1,4 @@
-"""Read a CLIP image tower out of an ONNX graph (detector.onnx_import turns it into open_clip).
+"""Read a CLIP image tower out of an ONNX graph (convert.onnx_import turns it into open_clip).
 
 The graph is a transformers `CLIPVisionModelWithProjection` export, fp32 or dynamically quantised
 by onnxruntime. Its fp32 tensors keep their `vision_model.*` names, but the exporter renames every

@@ -17,8 +17,8 @@ its INT8 activations hold even an exact conversion to about 0.98 on a CPU with V
 0.5 on x86 CPUs without it, where onnxruntime's u8s8 matrix products saturate.
 
 Reading the graph (which weight is which, dequantising, the fp32 rewrite of a quantised graph) is
-detector/onnx_graph.py; this module maps its tensors to open_clip, loads them, runs the check and
-writes the file. Names from onnx_graph stay importable from here.
+convert/onnx_graph.py; this module maps its tensors to open_clip, loads them, runs the check and
+writes the file.
 
 onnx and onnxruntime are optional dependencies (the `onnx` extra): imported inside functions.
 """
@@ -36,14 +36,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from convert.onnx_graph import OnnxClipTower, OnnxImportError, dequantised_model, read_onnx_clip
 from detector.backbones import OpenClipBackbone
 from detector.cpu import describe, has_int8_dot
-# The graph reading, re-exported: these names have always been importable from here.
-from detector.onnx_graph import (  # noqa: F401
-    _BIAS_INPUT, _DIM_TENSORS, _FROM_INPUT, _IGNORED, _LAYER, _QUANT_OPS, _TO_BIAS, LINEAR_OPS,
-    OnnxClipTower, OnnxImportError, _activation, _dequantise, _fp32_name, _Graph, _linear_name,
-    _linear_weight, dequantised_model, param_name, read_onnx_clip,
-)
 from detector.preprocess import to_batch
 from detector.spec import CLIP_MEAN, CLIP_STD, BackboneSpec, PreprocessSpec
 

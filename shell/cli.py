@@ -55,8 +55,8 @@ class CliError(Exception):
 
 
 if __name__ == "__main__":
-    # `python -m detector.cli` runs this file as __main__, a second copy of the module: call the
-    # real one, so subcommands' CliError (imported from detector.cli) is the class caught here.
-    from detector.cli import main as _main
+    # `python -m shell.cli` runs this file as __main__, a second copy of the module: call the
+    # real one, so subcommands' CliError (imported from shell.cli) is the class caught here.
+    from shell.cli import main as _main
 
     sys.exit(_main())

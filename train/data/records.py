@@ -1,12 +1,12 @@
 """Training data as plain records: sources (manifests, folders, toy), splits and sampling weights.
 
-A `Sample` names one image and its label; nothing here decodes pixels (see `train.samples`).
+A `Sample` names one image and its label; nothing here decodes pixels (see `train.data.samples`).
 
 Sources:
 - manifest: CSV or JSON lines with `path` (relative to the manifest's folder), `label` (real/fake
   or 0/1), `generator` (empty for reals) and `source`;
 - folder: `real/**` and `fake/<generator>/**`;
-- toy: generated images (`train.toy`), no files.
+- toy: generated images (`train.data.toy`), no files.
 
 Splits are decided per image by a seeded hash of its key (the path as the source names it), not
 by shuffling the pool: the same image lands on the same side whatever else the pool holds, so
@@ -25,7 +25,7 @@ from typing import Any, Iterable, Literal, Sequence
 import numpy as np
 
 from detector.images import IMAGE_SUFFIXES
-from train import toy
+from train.data import toy
 
 _LABELS = {"real": 0, "fake": 1, "0": 0, "1": 1}
 # Manifest `split` values that training refuses (evaluation may read them).
@@ -104,7 +104,7 @@ def _rows(path: Path) -> Iterable[dict[str, Any]]:
 
 def read_manifest(path: str | Path, origin: int = 0, training: bool = False) -> list[Sample]:
     """Samples of a CSV/JSONL manifest. For training, rows marked split=eval_only (sources
-    reserved for independent evaluation, see train/DATACARD.md) or split=heldout (the git
+    reserved for independent evaluation, see train/sources/DATACARD.md) or split=heldout (the git
     sources' held-out set, whole generators and photo sources kept out of training) are
     refused: point evaluation, not training, at such a manifest."""
     path = Path(path)

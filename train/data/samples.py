@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from detector.images import load_image_file
 from detector.preprocess import to_tensor
 from detector.spec import PreprocessSpec
-from train import toy
-from train.data import Sample
-from train.degrade import DegradationPolicy, apply_ops
+from train.data import toy
+from train.data.records import Sample
+from train.degrade.catalogue import DegradationPolicy, apply_ops
 
 NO_DEGRADATION = DegradationPolicy(p_degrade=0.0)
 

@@ -36,9 +36,9 @@ from detector.expert import Expert
 from detector.preprocess import to_tensor
 from detector.precision import PRECISIONS, resolve_precision
 from detector.precision import autocast as precision_autocast
-from train.data import Sample
-from train.degrade import DegradationPolicy, apply_ops
-from train.samples import NO_DEGRADATION, PrepConfig, open_sample, prepare
+from train.data.records import Sample
+from train.degrade.catalogue import DegradationPolicy, apply_ops
+from train.data.samples import NO_DEGRADATION, PrepConfig, open_sample, prepare
 
 
 @dataclass(frozen=True)

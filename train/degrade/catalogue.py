@@ -3,7 +3,7 @@
 An `Operation` is data: a name, the family it is reported under in the robustness table, the
 group that makes two operations mutually exclusive when sampling, its level values from mild to
 severe, whether it keeps spatial alignment, and its pixel function: the photometric ones live in
-`train.degrade_ops`; the two geometric ops and the three re-encoding chains are defined here.
+`train.degrade.ops`; the two geometric ops and the three re-encoding chains are defined here.
 
 Basic set (12 operations, 7 groups, 5 levels each; the level values are the paper's, which are the
 KADID-10k / ARNIQA values, and the groups are ARNIQA's groups restricted to these 12 operations):
@@ -41,7 +41,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from train import degrade_ops as ops
+from train.degrade import ops
 
 Rng = np.random.Generator
 OpFn = Callable[[Image.Image, Any, Rng], Image.Image]

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from train.degrade import OPERATIONS, Operation
+from train.degrade.catalogue import OPERATIONS, Operation
 
 LABEL_WIDTH = 190  # left column: operation name, family, alignment
 HEADER_HEIGHT = 24  # top row: column titles

@@ -4,7 +4,7 @@ Every function takes a PIL RGB image, one level value and a `numpy.random.Genera
 source of randomness, so a seed reproduces the output), and returns a new RGB image of the same
 size. Pixel work is float32 in [0, 1] and is clipped and rounded back to uint8 at the end. Which
 level values exist, how ops are grouped and sampled, and the geometric ops and re-encoding chains
-(view changes and compositions of these) live in `train.degrade`. The basic set follows the
+(view changes and compositions of these) live in `train.degrade.catalogue`. The basic set follows the
 KADID-10k / ARNIQA formulations its level values come from, reimplemented with numpy and PIL.
 """
 from __future__ import annotations

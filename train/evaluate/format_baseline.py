@@ -3,10 +3,10 @@
 If a classifier that never looks at pixels (file size, width, height, aspect, container format,
 JPEG quantisation tables) separates a data set's classes, a pixel detector trained on that data can
 learn the same shortcut; the detector's own score on it means little until it beats this baseline
-on images whose format says nothing (see `train.samples.PrepConfig`, which crops, resizes and
+on images whose format says nothing (see `train.data.samples.PrepConfig`, which crops, resizes and
 re-encodes both classes alike during training).
 
-    python -m train.format_baseline --train <cache>/sources/train.csv \
+    python -m train.evaluate.format_baseline --train <cache>/sources/train.csv \
         --eval <cache>/sources/heldout.csv [--out report.json]
 
 Trains two small numpy models on the training manifest and scores the evaluation manifest:
@@ -34,9 +34,9 @@ import io
 import numpy as np
 from PIL import Image
 
-from train.data import DataError, Sample, read_manifest, subsample
-from train.metrics import roc_auc
-from train.samples import PrepConfig, open_sample, prepare
+from train.data.records import DataError, Sample, read_manifest, subsample
+from train.data.samples import PrepConfig, open_sample, prepare
+from train.evaluate.metrics import roc_auc
 
 FORMATS = ("JPEG", "PNG", "WEBP")  # one-hot; anything else is "other"
 FEATURES = ("log_bytes", "log_width", "log_height", "log_aspect", "log_bits_per_pixel",
@@ -77,7 +77,7 @@ def file_features(path: str | Path) -> np.ndarray:
 
 def prepared_features(img: Image.Image, cfg: PrepConfig, input_size: int,
                       rng: np.random.Generator) -> np.ndarray:
-    """The features of the file training would make of `img` under `cfg`: train.samples.prepare's
+    """The features of the file training would make of `img` under `cfg`: train.data.samples.prepare's
     crop and resize, then (with p_jpeg) its JPEG re-encoding at a uniform quality, measured on the
     encoded bytes; without re-encoding, a lossless PNG of the prepared pixels."""
     img = prepare(img.convert("RGB"), dataclasses.replace(cfg, p_jpeg=0.0), input_size, rng)
@@ -259,7 +259,7 @@ def run(train_manifest: Path, eval_manifest: Path, limit: int = 0, seed: int = 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.format_baseline", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m train.evaluate.format_baseline", description=__doc__.split("\n\n")[0])
     p.add_argument("--train", type=Path, required=True, help="training manifest (.csv/.jsonl)")
     p.add_argument("--eval", type=Path, required=True, help="evaluation manifest (.csv/.jsonl)")
     p.add_argument("--out", type=Path, help="write the report here as JSON")
@@ -273,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         prep = None
         if args.prep:
-            from train.config import build, read_raw
+            from train.fit.config import build, read_raw
             prep = build(PrepConfig, read_raw(args.prep).get("data", {}).get("prep", {}), "data.prep")
             if not prep.enabled:
                 raise DataError(f"{args.prep}: data.prep is not enabled")

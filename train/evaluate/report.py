@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from train.evaluate import ENSEMBLE, LEVELS  # noqa: E402
+from train.evaluate.scoring import ENSEMBLE, LEVELS  # noqa: E402
 
 _COLUMNS = ("auc", "ap", "acc", "best_acc", "best_threshold", "n_real", "n_fake")
 

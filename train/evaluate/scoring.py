@@ -23,11 +23,11 @@ from tqdm import tqdm
 
 from detector.preprocess import to_tensor
 from detector.service import Detector
-from train.data import Sample, heldout
-from train.degrade import OPERATIONS
-from train.degrade_ops import jpeg as jpeg_at
-from train.metrics import binary_metrics, roc_curve
-from train.samples import open_sample
+from train.data.records import Sample, heldout
+from train.data.samples import open_sample
+from train.degrade.catalogue import OPERATIONS
+from train.degrade.ops import jpeg as jpeg_at
+from train.evaluate.metrics import binary_metrics, roc_curve
 
 LEVELS = ("mild", "medium", "severe")
 ENSEMBLE = "ensemble"

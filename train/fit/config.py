@@ -18,10 +18,10 @@ import yaml
 
 from detector.presets import PRESETS
 from detector.spec import ExpertSpec, SpecError, expert_from_dict
-from train.data import SourceConfig, SplitConfig
-from train.degrade import DegradationPolicy
-from train.samples import PrepConfig
-from train.view_bank import ViewBankConfig
+from train.data.records import SourceConfig, SplitConfig
+from train.data.samples import PrepConfig
+from train.data.view_bank import ViewBankConfig
+from train.degrade.catalogue import DegradationPolicy
 
 
 class ConfigError(ValueError):
@@ -88,7 +88,7 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class LowRankConfig:
-    """Train the trainable blocks' matrices as low-rank deltas (train.low_rank); 0: in full."""
+    """Train the trainable blocks' matrices as low-rank deltas (train.fit.low_rank); 0: in full."""
 
     rank: int = 0
     alpha: float = 0.0  # delta scale is alpha / rank; 0: alpha = rank (scale 1)

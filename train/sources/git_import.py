@@ -1,11 +1,11 @@
 """Training sources from public git repositories: modern AI images and everyday real photos.
 
-Why: the package sources (train.importers) hold no modern AI images and few photos; public GitHub
+Why: the package sources (train.sources.packages) hold no modern AI images and few photos; public GitHub
 repositories hold many (prompt galleries of GPT-image / Nano Banana / FLUX, ComfyUI examples,
 style-preview sets, EXIF sample photos). The user clones each repository and checks out nothing:
-an importer reads the **pinned commit** from the local clone or bare mirror (train.importer_gitread),
-so the same commit always gives the same corpus. Sources: train/importer_git_sources.py; what each
-holds, its licence and counts: train/DATACARD.md ("Sources from git repositories").
+an importer reads the **pinned commit** from the local clone or bare mirror (train.sources.gitread),
+so the same commit always gives the same corpus. Sources: train/sources/git_sources.py; what each
+holds, its licence and counts: train/sources/DATACARD.md ("Sources from git repositories").
 
 Per source (`GitSource`): the repository ("owner/name"), the pinned commit, the licence, and
 `GitRule`s: a path glob inside the repository with the label, the generator (fixed, or resolved
@@ -18,7 +18,7 @@ captions or logos. Running one:
     decode    the EXIF orientation is applied; animated images are dropped (video previews)
     trim      per-rule crop (captions, logos); then the package pipeline's filters (size, aspect,
               transparency, blank), downscaling above the loader's pixel limit
-    strip     every training copy holds pixels only (train.importer_strip): JPEG metadata removed
+    strip     every training copy holds pixels only (train.sources.strip): JPEG metadata removed
               losslessly, WebP chunks removed, PNG rewritten from pixels; others become PNG
     dedupe    by the SHA-256 of the written file's decoded pixels, first path in sorted order wins
     write     <root>/<name>/{images/, manifest.csv, import.json}; `source` is owner/name@commit and
@@ -28,7 +28,7 @@ captions or logos. Running one:
 (`held_out=True`: whole generators and whole real-photo sources the model never trains on). `group`
 is `gen:<generator>` for AI images and `real:<source>` for reals, for leave-one-group-out folds.
 
-CLI:  python -m train.importer_git [--list] [--only NAME ...] [--git-root DIR ...] [--force]
+CLI:  python -m train.sources.git_cli [--list] [--only NAME ...] [--git-root DIR ...] [--force]
 """
 from __future__ import annotations
 
@@ -43,16 +43,17 @@ from typing import Callable, Literal
 
 from PIL import Image
 
-from train.importer_fetch import SourceError
-from train.importer_files import (
+from train.sources.fetch import SourceError
+from train.sources.files import (
     HARD_MAX_PIXELS, RASTER_SUFFIXES, _reject_reason, _SAFE, glob_regex, has_alpha, pixel_sha256,
     to_rgb, write_manifest,
 )
-from train.importer_gitread import (
+from train.sources.gitread import (
     Entry, check_commit, is_lfs_pointer, is_reserved_repo, iter_blobs, list_files, read_bytes,
     read_text,
 )
-from train.importer_strip import (
+from train.sources.report import summarise_rows
+from train.sources.strip import (
     StripError, encode_jpeg_like, encode_png, orientation, strip_jpeg, strip_webp, upright,
 )
 
@@ -329,8 +330,6 @@ def rows_of(src: GitSource, items: list[GitItem]) -> list[dict]:
 
 def import_git(src: GitSource, git_dir: Path, root: Path, stats: Counter | None = None) -> list[dict]:
     """Import one source from a local clone into root/<name> (replaced whole)."""
-    from train.importer_report import summarise_rows
-
     stats = Counter() if stats is None else stats
     check_commit(git_dir, src.repo, src.commit)
     out_dir = root / src.name
@@ -360,11 +359,3 @@ def stamp_matches(out_dir: Path, src: GitSource) -> bool:
         return False
     return ((out_dir / "manifest.csv").is_file() and data.get("config") == src.config_hash()
             and data.get("commit") == src.commit)
-
-
-if __name__ == "__main__":
-    import sys
-
-    from train.importer_git_cli import main
-
-    sys.exit(main())

@@ -1,6 +1,6 @@
-"""The git-repository sources that train.importer_git imports: one `GitSource` per repository,
+"""The git-repository sources that train.sources.git_import imports: one `GitSource` per repository,
 pinned to a commit, plus the resolvers that name the generator of each file from the repository's
-own metadata. What each source holds, its licence, counts and confounds: train/DATACARD.md
+own metadata. What each source holds, its licence, counts and confounds: train/sources/DATACARD.md
 ("Sources from git repositories").
 
 Generators are named `<family>/<variant>` (e.g. `flux/flux.1-dev`, `gpt-image/gpt-4o`); the
@@ -16,7 +16,7 @@ import re
 
 from PIL import Image
 
-from train.importer_git import Ctx, GitRule, GitSource
+from train.sources.git_import import Ctx, GitRule, GitSource
 
 # ----------------------------------------------------------------------------------------------
 # Resolvers: (path in the repository, Ctx) -> generator, or None to drop the file.

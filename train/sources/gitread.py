@@ -3,7 +3,7 @@ tree: `git ls-tree -r -l <commit>` for the file list and sizes, one `git cat-fil
 for the blobs. Nothing is checked out and nothing from the repository is executed.
 
 Reserved repositories (kept for independent evaluation) are refused here by name, before any git
-command runs, as well as by the source definitions (train.importer_git).
+command runs, as well as by the source definitions (train.sources.git_import).
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from train.importer_fetch import SourceError
+from train.sources.fetch import SourceError
+from train.sources.package_spec import is_reserved  # the Debian wallpaper patterns
 
 # Repositories reserved for independent evaluation: never fetched, imported, trained or tuned on.
 RESERVED_REPOS = frozenset({
@@ -30,8 +31,6 @@ _COMMIT = re.compile(r"[0-9a-f]{40}")
 def is_reserved_repo(repo: str) -> bool:
     """True for a reserved repository ("owner/name", any case, with or without github.com/ or .git)
     and for any repository named like a reserved Debian wallpaper package."""
-    from train.importers import is_reserved  # the Debian wallpaper patterns
-
     key = repo.strip().lower().removesuffix(".git").removesuffix("/")
     for prefix in ("https://", "http://", "git@", "github.com/", "github.com:", "github:"):
         key = key.removeprefix(prefix)

@@ -1,9 +1,9 @@
-"""The training sources that train.importers runs: one `Importer` per package (`IMPORTERS`, and
+"""The training sources that train.sources.packages runs: one `Importer` per package (`IMPORTERS`, and
 `REGISTRY` by name), and the offline generators of the AI-image sources. Every source, its
-licence, counts and biases: train/DATACARD.md.
+licence, counts and biases: train/sources/DATACARD.md.
 
-This module imports Importer and Rule from train.importers, which therefore loads it lazily (in
-`main`, or on first access to `train.importers.IMPORTERS` / `REGISTRY`).
+Importer and Rule come from train.sources.package_spec, so the pipeline (train.sources.packages)
+imports this module at the top.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Sequence
 
 from PIL import Image
 
-from train.importers import Importer, Rule
+from train.sources.package_spec import Importer, Rule
 
 
 # ----------------------------------------------------------------------------------------------
@@ -95,7 +95,7 @@ generate_digiface_dcgan.version = 1  # type: ignore[attr-defined]
 
 # ----------------------------------------------------------------------------------------------
 # The sources. Versions are Debian 12 (bookworm) ones; licences from each package's copyright
-# file (Debian) or metadata (PyPI). Counts and biases: train/DATACARD.md.
+# file (Debian) or metadata (PyPI). Counts and biases: train/sources/DATACARD.md.
 
 _OC = "usr/share/openclipart/png/"
 _WES = "usr/share/games/wesnoth/1.16/data/core/images/"

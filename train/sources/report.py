@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from train.importer_files import read_rows
+from train.sources.files import read_rows
 
 
 def _fmt(row: dict) -> str:
