@@ -43,7 +43,6 @@ from typing import Callable, Literal
 
 from PIL import Image
 
-from train.sources.fetch import SourceError
 from train.sources.files import (
     HARD_MAX_PIXELS, RASTER_SUFFIXES, _reject_reason, _SAFE, glob_regex, has_alpha, pixel_sha256,
     to_rgb, write_manifest,
