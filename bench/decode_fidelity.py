@@ -38,9 +38,9 @@ from detector.bundle import read_manifest as read_bundle  # noqa: E402
 from detector.images import load_image_file  # noqa: E402
 from detector.preprocess import DECODE_MARGIN, decode_side, to_tensor  # noqa: E402
 from detector.service import Detector  # noqa: E402
-from train.data import read_manifest  # noqa: E402
-from train.evaluate import loo_subset  # noqa: E402
-from train.metrics import roc_auc  # noqa: E402
+from train.data.records import read_manifest  # noqa: E402
+from train.evaluate.metrics import roc_auc  # noqa: E402
+from train.evaluate.scoring import loo_subset  # noqa: E402
 from worker.hashing import hamming, phash  # noqa: E402
 
 DEV_MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "aigi" / "manifest.csv"

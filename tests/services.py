@@ -160,7 +160,7 @@ class WorkerProcess:
         env = {"FEATDISTILL_METRICS_PORT": "0", "PYTHONFAULTHANDLER": "1", "OMP_NUM_THREADS": "1",
                **env}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "detector.cli", "worker"],
+            [sys.executable, "-m", "shell.cli", "worker"],
             env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
         )
         self._metrics_port = int(env["FEATDISTILL_METRICS_PORT"]) or None

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from detector.cli import main
 from detector.results_file import ResultsFile, ResultsFileError
+from shell.cli import main
 
 from conftest import write_tiny_bundle
 

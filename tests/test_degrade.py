@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from train.contact_sheet import (
+from train.degrade.catalogue import OPERATIONS, DegradationPolicy, apply_ops, half_gaussian_weights
+from train.degrade.contact_sheet import (
     HEADER_HEIGHT,
     LABEL_WIDTH,
     main_show,
     render_contact_sheet,
     sheet_size,
 )
-from train.degrade import OPERATIONS, DegradationPolicy, apply_ops, half_gaussian_weights
 
 W, H = 96, 72  # not square, so a swapped (w, h) shows
 LEVELS = ("mild", "medium", "severe")

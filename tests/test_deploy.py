@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from detector.cli import build_parser
+from shell.cli import build_parser
 from worker.settings import PREFIX, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]

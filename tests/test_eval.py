@@ -10,12 +10,12 @@ import torch
 
 from detector import presets
 from detector.bundle import read_manifest, save_bundle, verify_files
-from detector.cli import main
 from detector.expert import Expert
 from detector.service import Detector
-from train.metrics import (accuracy, average_precision, best_threshold, binary_metrics,
+from shell.cli import main
+from train.data.toy import write_toy_dataset
+from train.evaluate.metrics import (accuracy, average_precision, best_threshold, binary_metrics,
                            roc_auc, roc_curve, threshold_at_fpr)
-from train.toy import write_toy_dataset
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -137,8 +137,8 @@ def test_set_threshold_fpr_rewrites_the_manifest(tmp_path, data):
     assert manifest.provenance["threshold_choice"]["target_fpr"] == 0.25
     detector = Detector.load(bundle)
     assert detector.threshold == manifest.ensemble.threshold
-    from train.data import read_manifest as read_samples
-    from train.samples import open_sample
+    from train.data.records import read_manifest as read_samples
+    from train.data.samples import open_sample
     reals = [s for s in read_samples(data) if not s.label]
     flagged = [sc.label == "ai_generated" for sc in detector.predict([open_sample(s) for s in reals])]
     assert np.mean(flagged) <= 0.25
@@ -178,7 +178,7 @@ def test_eval_argument_errors(tmp_path, data, capsys):
 def test_jpeg_condition_is_plain_jpeg_at_that_quality():
     from PIL import Image
 
-    from train.evaluate import JPEG, degrade_family, make_conditions
+    from train.evaluate.scoring import JPEG, degrade_family, make_conditions
 
     assert [c.name for c in make_conditions([], jpeg_qualities=[30, 75])] == [
         "clean", "jpeg/q30", "jpeg/q75"]

@@ -1,4 +1,4 @@
-"""The format-only baseline (train/format_baseline.py): features, the two numpy models, a run."""
+"""The format-only baseline (train/evaluate/format_baseline.py): features, the two numpy models, a run."""
 from __future__ import annotations
 
 import math
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from train import format_baseline as fb
-from train.data import DataError
-from train.metrics import roc_auc
-from train.samples import PrepConfig
+from train.data.records import DataError
+from train.data.samples import PrepConfig
+from train.evaluate import format_baseline as fb
+from train.evaluate.metrics import roc_auc
 
 
 def test_quant_summary_and_features():

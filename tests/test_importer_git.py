@@ -1,4 +1,4 @@
-"""train.importer_git on a small git repository made in tmp_path: no network, no shared data."""
+"""train.sources.git_import on a small git repository made in tmp_path: no network, no shared data."""
 from __future__ import annotations
 
 import csv
@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from train import importer_git as ig
-from train.data import read_manifest
-from train.importer_fetch import SourceError
-from train.importer_files import write_index
-from train.importer_git import GitRule, GitSource
-from train.importer_git_sources import GIT_SOURCES, comfy_workflow_model
-from train.importer_gitread import RESERVED_REPOS, check_commit, find_local, is_reserved_repo
-from train.importer_strip import has_metadata, strip_jpeg
+from train.data.records import read_manifest
+from train.sources import git_import as ig
+from train.sources.fetch import SourceError
+from train.sources.files import write_index
+from train.sources.git_import import GitRule, GitSource
+from train.sources.git_sources import GIT_SOURCES, comfy_workflow_model
+from train.sources.gitread import RESERVED_REPOS, check_commit, find_local, is_reserved_repo
+from train.sources.strip import has_metadata, strip_jpeg
 
 REPO = "someone/gallery"
 
@@ -250,7 +250,7 @@ def test_comfy_resolver_reads_the_embedded_workflow(tmp_path):
 
 
 def test_cli_lists_sources(capsys):
-    from train.importer_git_cli import main
+    from train.sources.git_cli import main
 
     assert main(["--list"]) == 0
     out = capsys.readouterr().out

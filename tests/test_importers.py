@@ -1,4 +1,4 @@
-"""train.importers on tiny packages made in tmp dirs: no network, no downloads, no shared data."""
+"""train.sources.packages on tiny packages made in tmp dirs: no network, no downloads, no shared data."""
 from __future__ import annotations
 
 import csv
@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from train import importers as imps
-from train.data import read_manifest
-from train.importers import Importer, Rule
+from train.data.records import read_manifest
+from train.sources import packages as imps
+from train.sources.files import MANIFEST_COLUMNS, match_glob, write_index
+from train.sources.package_sources import IMPORTERS, REGISTRY
+from train.sources.package_spec import Importer, Rule, is_reserved
 
 PKG = "usr/share/pkg"
 
@@ -69,12 +71,12 @@ def rows_of(path: Path) -> list[dict]:
 
 
 def test_glob_matching():
-    assert imps.match_glob("a/**/*.png", "a/x.png")
-    assert imps.match_glob("a/**/*.png", "a/b/c/x.png")
-    assert not imps.match_glob("a/**/*.png", "b/a/x.png")
-    assert not imps.match_glob("a/*.png", "a/b/x.png")  # * stays within one folder
-    assert imps.match_glob("a/*/x_*.png", "a/b/x_1.png")
-    assert imps.match_glob("a/**", "a/b/c")
+    assert match_glob("a/**/*.png", "a/x.png")
+    assert match_glob("a/**/*.png", "a/b/c/x.png")
+    assert not match_glob("a/**/*.png", "b/a/x.png")
+    assert not match_glob("a/*.png", "a/b/x.png")  # * stays within one folder
+    assert match_glob("a/*/x_*.png", "a/b/x_1.png")
+    assert match_glob("a/**", "a/b/c")
 
 
 def test_pipeline_filters_normalises_and_writes_manifest(tmp_path):
@@ -90,7 +92,7 @@ def test_pipeline_filters_normalises_and_writes_manifest(tmp_path):
     assert stats["candidates"] == 10  # svg, txt and the excluded folder are never candidates
 
     manifest = out / "toy" / "manifest.csv"
-    assert manifest.read_text().splitlines()[0] == ",".join(imps.MANIFEST_COLUMNS)
+    assert manifest.read_text().splitlines()[0] == ",".join(MANIFEST_COLUMNS)
     by_name = {r["orig"].rsplit("/", 1)[-1]: r for r in rows_of(manifest)}
     for r in by_name.values():
         assert (manifest.parent / r["path"]).is_file()
@@ -147,14 +149,14 @@ def test_reserved_packages_need_eval_only():
     for name in ("gnome-backgrounds", "mate-backgrounds", "plasma-workspace-wallpapers",
                  "ukui-wallpapers", "lomiri-wallpapers", "lomiri-wallpapers-16.04",
                  "sway-backgrounds", "desktop-base", "debian-edu-artwork-emerald"):
-        assert imps.is_reserved(name), name
+        assert is_reserved(name), name
         with pytest.raises(ValueError, match="reserved"):
             importer(package=name)
     for name in ("openclipart-png", "wesnoth-1.16-data", "mypaint-data-extras", "hedgewars-data"):
-        assert not imps.is_reserved(name), name
+        assert not is_reserved(name), name
     # the registry: every reserved package is eval_only, no training source is reserved
-    for imp in imps.IMPORTERS:
-        assert imp.eval_only == (imp.manager == "apt" and imps.is_reserved(imp.package)), imp.name
+    for imp in IMPORTERS:
+        assert imp.eval_only == (imp.manager == "apt" and is_reserved(imp.package)), imp.name
 
 
 def test_eval_only_flag_writes_split_and_stays_out_of_train_index(tmp_path):
@@ -171,7 +173,7 @@ def test_eval_only_flag_writes_split_and_stays_out_of_train_index(tmp_path):
     noise(200, 150, 42).save(other / "own.png")
     imps.import_from_folder(importer(rules=(Rule(f"{PKG}/*", "drawing"),)), tmp_path / "other", out)
 
-    index = imps.write_index(out, ["eval-wall", "toy"])
+    index = write_index(out, ["eval-wall", "toy"])
     train = rows_of(out / "train.csv")
     evals = rows_of(out / "eval_only.csv")
     assert [r["orig"].rsplit("/", 1)[-1] for r in train] == ["own.png"]
@@ -289,7 +291,7 @@ def test_importer_validation():
         importer(rules=(Rule("*.png", "ai-x"),))
     with pytest.raises(ValueError, match="unknown category"):
         importer(rules=(Rule("*.png", "selfie"),))
-    assert len(imps.REGISTRY) == len(imps.IMPORTERS)
+    assert len(REGISTRY) == len(IMPORTERS)
 
 
 def test_cli_list_and_unknown_name(capsys):

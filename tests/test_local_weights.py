@@ -9,8 +9,8 @@ from safetensors.torch import save_file
 
 from detector import presets
 from detector.backbones import build_backbone
-from detector.cli import main
 from detector.service import Detector
+from shell.cli import main
 
 from conftest import make_image
 

@@ -15,11 +15,12 @@ import torch
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from detector import onnx_import as oi  # noqa: E402
+from convert import onnx_graph as og  # noqa: E402
+from convert import onnx_import as oi  # noqa: E402
 from detector.backbones import build_backbone  # noqa: E402
-from detector.cli import main  # noqa: E402
 from detector.presets import TINY_CLIP  # noqa: E402
 from detector.spec import BackboneSpec  # noqa: E402
+from shell.cli import main  # noqa: E402
 
 from conftest import make_image  # noqa: E402
 
@@ -124,10 +125,10 @@ def test_the_dequantised_graph_reads_like_an_fp32_export(graphs):
     import onnx
 
     int8 = onnx.load(str(graphs["int8"]))
-    fp32 = oi.dequantised_model(int8)
+    fp32 = og.dequantised_model(int8)
     onnx.checker.check_model(fp32)
-    assert not {n.op_type for n in fp32.graph.node} & oi._QUANT_OPS
-    before, after = oi.read_onnx_clip(int8), oi.read_onnx_clip(fp32)
+    assert not {n.op_type for n in fp32.graph.node} & og._QUANT_OPS
+    before, after = og.read_onnx_clip(int8), og.read_onnx_clip(fp32)
     assert not after.quantised and before.tensors.keys() == after.tensors.keys()
     for name, value in before.tensors.items():
         np.testing.assert_array_equal(value, after.tensors[name])
@@ -138,13 +139,13 @@ def test_a_transposed_square_matrix_loads_strictly_but_fails_the_check(graphs, i
     import onnx
 
     model = onnx.load(str(graphs[kind]))
-    tower = oi.read_onnx_clip(model)
+    tower = og.read_onnx_clip(model)
     spec = oi.resolve_spec(tower, "ViT-B-16", CONFIG)
     state = oi.to_open_clip_state(tower)
     qkv = state["transformer.resblocks.0.attn.in_proj_weight"]
     qkv[:64] = qkv[:64].T.clone()  # layer 0's q, [64, 64]: same shape either way
     backbone = oi.load_open_clip(spec, state)
-    reference = oi.dequantised_model(model) if kind == "int8" else model
+    reference = og.dequantised_model(model) if kind == "int8" else model
     agreement = oi.compare_with_onnxruntime(
         backbone.visual, reference.SerializeToString(), oi.check_pixels(images, 32)
     )

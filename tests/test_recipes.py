@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from train.config import ConfigError, load_config
-from train.samples import prepare
+from train.data.samples import prepare
+from train.fit.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 V2 = ROOT / "examples/train/starter-v2.yaml"

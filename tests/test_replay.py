@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from detector.cli import main
+from shell.cli import main
 
 from conftest import make_image, write_tiny_bundle
 from services import create_topic, produce, read_topic, require_services, unique

@@ -80,7 +80,7 @@ def test_a_bad_bundle_stops_the_worker_with_one_line(tmp_path, make_bundle, mess
 
     env = {**os.environ, "FEATDISTILL_BUNDLE": str(make_bundle(tmp_path)),
            "FEATDISTILL_METRICS_PORT": "0", "FEATDISTILL_LOG_FORMAT": "console"}
-    done = subprocess.run([sys.executable, "-m", "detector.cli", "worker"], env=env,
+    done = subprocess.run([sys.executable, "-m", "shell.cli", "worker"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()

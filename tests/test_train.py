@@ -12,13 +12,13 @@ import torch
 from safetensors.torch import load_file
 
 from detector.bundle import read_manifest
-from detector.cli import main
 from detector.service import Detector
-from train import checkpoint as ckpt
-from train.config import load_config
-from train.run import setup_stage, build_expert
-from train.data import read_sources, split_samples
-from train.toy import render, toy_items, write_toy_dataset
+from shell.cli import main
+from train.data.records import read_sources, split_samples
+from train.data.toy import render, toy_items, write_toy_dataset
+from train.fit import checkpoint as ckpt
+from train.fit.config import load_config
+from train.fit.run import setup_stage, build_expert
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train" / "tiny-toy.toml"
 # The example run (3 + 3 epochs of 120 toy images); 5 epochs total is enough for the checks.

@@ -1,5 +1,5 @@
 """Training data, config and freezing: sources, splits, weights, views, config files, trainable parts.
-Generated images only (train.toy and numpy); nothing reads ../shared/data."""
+Generated images only (train.data.toy and numpy); nothing reads ../shared/data."""
 from __future__ import annotations
 
 import json
@@ -13,13 +13,13 @@ import torch
 
 from detector import presets
 from detector.expert import Expert
-from train.config import ConfigError, TrainConfig, load_config
-from train.data import (DataError, SourceConfig, SplitConfig, heldout, read_manifest, read_source,
+from train.data.records import (DataError, SourceConfig, SplitConfig, heldout, read_manifest, read_source,
                         read_sources, sampling_weights, split_samples)
-from train.degrade import DegradationPolicy
-from train.freeze import apply_trainable, backbone_parts, set_train_mode
-from train.samples import EpochSampler, PrepConfig, ViewDataset
-from train.toy import GENERATORS, write_toy_dataset
+from train.data.samples import EpochSampler, PrepConfig, ViewDataset
+from train.data.toy import GENERATORS, write_toy_dataset
+from train.degrade.catalogue import DegradationPolicy
+from train.fit.config import ConfigError, TrainConfig, load_config
+from train.fit.freeze import apply_trainable, backbone_parts, set_train_mode
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "train"
 
@@ -168,7 +168,7 @@ def test_trainable_blocks_and_frozen_parts_in_eval_mode(index):
 def test_training_refuses_rows_reserved_for_evaluation(tmp_path):
     import pytest
 
-    from train.data import DataError, read_manifest
+    from train.data.records import DataError, read_manifest
 
     (tmp_path / "m.csv").write_text("path,label,generator,source,split\na.png,real,,wallpapers,eval_only\n")
     assert len(read_manifest(tmp_path / "m.csv")) == 1  # evaluation may read it
@@ -179,7 +179,7 @@ def test_training_refuses_rows_reserved_for_evaluation(tmp_path):
 def test_training_refuses_heldout_rows(tmp_path):
     import pytest
 
-    from train.data import DataError, SourceConfig, read_manifest, read_source, read_sources
+    from train.data.records import DataError, SourceConfig, read_manifest, read_source, read_sources
 
     (tmp_path / "m.csv").write_text("path,label,generator,source,split\n"
                                     "a.png,real,,photos,train\nb.png,fake,flux,gallery,heldout\n")

@@ -16,15 +16,15 @@ from safetensors.torch import save_file
 
 from detector.adapter import AdapterError, build_from_adapter, read_adapter
 from detector.bundle import load_experts
-from detector.cli import main
 from detector.expert import Expert
 from detector.presets import tiny
 from detector.service import Detector
 from detector.spec import expert_to_dict
+from shell.cli import main
 from tests.conftest import make_image
-from train.config import ConfigError, load_config
-from train.low_rank import add_low_rank, low_rank_deltas, merge
-from train.run import RunError, train
+from train.fit.config import ConfigError, load_config
+from train.fit.low_rank import add_low_rank, low_rank_deltas, merge
+from train.fit.run import RunError, train
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train" / "tiny-toy.toml"
 

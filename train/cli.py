@@ -1,4 +1,4 @@
-"""`featdistill train | eval | degrade`: the trainer's subcommands, registered by detector.cli
+"""`featdistill train | eval | degrade`: the trainer's subcommands, registered by shell.cli
 through the `featdistill.commands` entry points (pyproject.toml)."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from detector.bundle import BundleError, load_experts, read_manifest, save_bundle
-from detector.cli import CliError
 from detector.precision import PRECISIONS
 from detector.spec import SpecError
+from shell.cli import CliError
 
 _TRAIN_HELP = "train one expert (stage 1, then stage 2) from a TOML/YAML config and export it as a bundle"
 
@@ -65,9 +65,9 @@ def register_degrade(sub: argparse._SubParsersAction) -> None:
 
 # ----------------------------------------------------------------------------------- train
 def run_train(args: argparse.Namespace) -> int:
-    from train.config import ConfigError, load_config
-    from train.data import DataError
-    from train.run import RunError, train
+    from train.data.records import DataError
+    from train.fit.config import ConfigError, load_config
+    from train.fit.run import RunError, train
 
     try:
         config = load_config(args.config, args.overrides)
@@ -101,8 +101,8 @@ def _evaluate_one(path: Path, samples, conditions, args, threshold_fpr: float | 
     import numpy as np
 
     from detector.service import Detector
-    from train.evaluate import score, summarize
-    from train.metrics import threshold_at_fpr
+    from train.evaluate.metrics import threshold_at_fpr
+    from train.evaluate.scoring import score, summarize
 
     detector = Detector.load(path, device=args.device, dtype=args.dtype)
     probs = score(detector, samples, conditions, args.batch_size, args.num_workers, args.seed)
@@ -121,9 +121,9 @@ def _evaluate_one(path: Path, samples, conditions, args, threshold_fpr: float | 
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from train.data import DataError, SourceConfig, read_source, subsample
-    from train.evaluate import families, loo_rows, loo_subset, make_conditions
-    from train.report import write_reports
+    from train.data.records import DataError, SourceConfig, read_source, subsample
+    from train.evaluate.report import write_reports
+    from train.evaluate.scoring import families, loo_rows, loo_subset, make_conditions
 
     if len(args.bundle) > 1 and not args.loo:
         raise CliError("several --bundle are only meaningful with --loo")
@@ -167,7 +167,7 @@ def _print_summary(doc: dict, paths: dict) -> None:
 
 # --------------------------------------------------------------------------------- degrade
 def run_degrade(args: argparse.Namespace) -> int:
-    from train.contact_sheet import main_show
+    from train.degrade.contact_sheet import main_show
 
     if not args.show.is_file():
         raise CliError(f"{args.show}: no such image")

@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from detector import presets
 from detector.bundle import save_bundle
-from detector.cli import CliError
+from shell.cli import CliError
 from detector.expert import Expert
 
 
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
            "FEATDISTILL_KAFKA_BOOTSTRAP": bootstrap, "FEATDISTILL_FILE_ROOTS": json.dumps(roots),
            "FEATDISTILL_METRICS_PORT": "0", "FEATDISTILL_LOG_FORMAT": "console",
            "FEATDISTILL_WORKER_ID": "demo-worker"}
-    worker = subprocess.Popen([sys.executable, "-m", "detector.cli", "worker"], env=env)
+    worker = subprocess.Popen([sys.executable, "-m", "shell.cli", "worker"], env=env)
     try:
         verdicts, dead = _collect(bootstrap, kafka_options, topics, len(refs), args.timeout)
     finally:

@@ -15,7 +15,7 @@ import threading
 import structlog
 
 from detector.bundle import BundleError
-from detector.cli import CliError
+from shell.cli import CliError
 from detector.service import Detector
 from detector.spec import SpecError
 from worker.fetch import ImageFetcher

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from detector.cli import CliError
+from shell.cli import CliError
 from worker.fetch import ImageFetcher
 from worker.logs import configure_logging
 from worker.main import load_detector
