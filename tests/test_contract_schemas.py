@@ -270,7 +270,7 @@ def test_a_worker_process_publishes_valid_messages_with_their_headers(tmp_path, 
 @pytest.mark.slow
 def test_a_replay_from_a_topic_carries_headers_and_publishes_valid_verdicts(
         tmp_path, services_env, monkeypatch):
-    from detector.cli import main
+    from shell.cli import main
     from conftest import write_tiny_bundle
     from services import create_topic, unique
 

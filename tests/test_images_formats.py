@@ -217,7 +217,7 @@ def test_the_worker_setting_reaches_the_limits():
 # --- featdistill detect -------------------------------------------------------------------------
 
 def test_detect_judges_heic_and_avif_files(tiny_bundle, tmp_path):
-    from detector.cli import main
+    from shell.cli import main
 
     folder = tmp_path / "phone"
     folder.mkdir()

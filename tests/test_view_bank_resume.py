@@ -13,9 +13,9 @@ import torch
 from detector.expert import Expert
 from detector.presets import tiny
 from tests.conftest import make_image
-from train import view_bank
-from train.data import Sample
-from train.degrade import DegradationPolicy
+from train.data import view_bank
+from train.data.records import Sample
+from train.degrade.catalogue import DegradationPolicy
 
 
 class Interrupted(RuntimeError):

@@ -13,7 +13,7 @@ The trade: augmentation is limited to `views` draws per image instead of a new o
 
 A bank's file name is a digest of everything its contents depend on (image keys, preprocessing,
 backbone spec and trunk weights, views, prep, policy, seed), so runs on the same pool of images
-reuse one bank (the four starter experts, the probe, every leave-one-out fold: train.run banks
+reuse one bank (the four starter experts, the probe, every leave-one-out fold: train.fit.run banks
 the whole pool and picks each split's rows) and a changed input is never served stale features.
 Each image's views depend only on (seed, its key), not on its position or its neighbours.
 """

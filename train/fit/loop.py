@@ -1,12 +1,12 @@
 """One stage's machinery: optimizer, warmup-cosine schedule, the epoch loop and validation.
 
 A stage trains the student expert; stage 2 also holds a frozen teacher and feeds the student the
-degraded view and the teacher the reference view (see train.losses). Gradients are accumulated
+degraded view and the teacher the reference view (see train.fit.losses). Gradients are accumulated
 over `accumulate` micro-batches (the last group of an epoch may be shorter and is scaled by its
 own size), clipped, and followed by one optimizer and one scheduler step. The forward passes run
 under the configured autocast (detector.precision: "auto" is bf16 on CUDA, float32 on CPU).
 
-Batches carry either pixels or, from a view bank (train.view_bank), the frozen shared trunk's
+Batches carry either pixels or, from a view bank (train.data.view_bank), the frozen shared trunk's
 output as "hidden": then only the expert's tail blocks and head run.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A whole training run: build the expert and the data, run both stages, resume, export a bundle.
 
 Epochs are numbered across the run: stage 1 is epochs 1..E1, stage 2 is E1+1..E1+E2. After every
-epoch a checkpoint is written (train.checkpoint); stage 2's teacher is the model of the checkpoint
+epoch a checkpoint is written (train.fit.checkpoint); stage 2's teacher is the model of the checkpoint
 of `teacher_epoch`. The run folder holds config.json, metrics.jsonl, checkpoints/ and, at the end,
 bundle/: a one-expert bundle for `featdistill bundle compose`.
 """
@@ -69,7 +69,7 @@ def _comparable(config: TrainConfig) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Banks:
-    """One view bank (train.view_bank) over the whole pool, and the rows of each split in it."""
+    """One view bank (train.data.view_bank) over the whole pool, and the rows of each split in it."""
 
     bank: Any
     train: list[int]
