@@ -4,9 +4,8 @@ A bundle holds every weight (hundreds of MB for ViT-B experts). An expert fine-t
 low-rank deltas on a few blocks differs from its pretrained backbone by well under a million
 numbers; an adapter file keeps just those, so trained experts can be shipped or committed
 without the backbone, whose licence and size are someone else's. Applying it needs the very
-backbone weights it was trained from: a SHA-256 of the backbone file's tensors (names, dtypes,
-shapes and bytes; not of the file, whose metadata may differ between two conversions of the
-same weights) is recorded and checked.
+backbone weights it was trained from: the digest of the backbone file's tensors
+(detector.tensor_digest) is recorded and checked.
 
 One safetensors file. Metadata: "format", "ensemble" (the bundle manifest's expert specs, version,
 threshold), "backbone_sha256" (the tensors digest), "provenance". Tensors, per expert name E:
@@ -16,7 +15,6 @@ threshold), "backbone_sha256" (the tensors digest), "provenance". Tensors, per e
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -28,6 +26,7 @@ from safetensors.torch import save_file
 from detector.bundle import BundleError, Manifest, save_bundle, sha256_file
 from detector.expert import Expert
 from detector.spec import EnsembleSpec, SpecError, expert_from_dict, expert_to_dict
+from detector.tensor_digest import state_sha256
 
 FORMAT = "featdistill.adapter/1"
 _SEP = "::"
@@ -35,16 +34,6 @@ _SEP = "::"
 
 class AdapterError(BundleError):
     """An adapter file that cannot be read or does not fit the backbone it is applied to."""
-
-
-def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 over a state dict's tensors in name order: identical weights, identical digest."""
-    h = hashlib.sha256()
-    for name in sorted(state):
-        t = state[name].detach().cpu().contiguous()
-        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def tensors_sha256(path: str | Path) -> str:

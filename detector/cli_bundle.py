@@ -76,14 +76,7 @@ def _pretrained_paths(items: list[str]) -> dict[str, Path]:
 
 
 def _build(spec: ExpertSpec, pretrained: dict[str, Path]) -> Expert:
-    path = pretrained.get(spec.backbone.backend)
-    expert = Expert.build(spec, path)
-    config = getattr(expert.backbone, "config_dict", None)
-    if path is not None and config is not None:
-        # The local model directory is the authority on its architecture: record it in the spec.
-        backbone = dataclasses.replace(spec.backbone, config=config)
-        expert.spec = dataclasses.replace(spec, backbone=backbone)
-    return expert
+    return Expert.build(spec, pretrained.get(spec.backbone.backend))
 
 
 def _size_table(experts: list[Expert]) -> list[dict]:

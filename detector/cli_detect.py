@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from detector.bundle import BundleError
 from detector.images import IMAGE_SUFFIXES, ImageDecodeError, ImageLimits, load_image_file
-from detector.precision import PRECISIONS
+from detector.precision import PRECISION_HELP, PRECISIONS
 from detector.results_file import ResultsFile, ResultsFileError
 from detector.service import Detector
 from shell.cli import CliError
@@ -25,8 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", type=Path, help="results file, .jsonl or .csv (resumable); default: stdout")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
-    p.add_argument("--dtype", choices=PRECISIONS, default="auto",
-                   help="precision: auto (bfloat16 on CUDA, float32 on CPU), fast (bfloat16 where native: CUDA or a CPU with AVX512-BF16/AMX, else float32), float32, bfloat16, float16")
+    p.add_argument("--dtype", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    p.add_argument("--uncertain-spread", type=float, metavar="SPREAD",
+                   help="label 'uncertain' when the experts' P(fake) spread exceeds SPREAD "
+                   "(the worker's FEATDISTILL_UNCERTAIN_SPREAD); default: never")
     p.add_argument("--fsync-every", type=int, default=64, help="fsync the output every N rows")
     p.add_argument("--max-pixels", type=int, default=ImageLimits().max_pixels)
     p.add_argument("--no-progress", action="store_true")
@@ -68,6 +70,8 @@ class _Stdout:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.uncertain_spread is not None and not 0.0 <= args.uncertain_spread <= 1.0:
+        raise CliError(f"--uncertain-spread must be in [0, 1], got {args.uncertain_spread}")
     images = collect_images(args.paths)
     try:
         detector = Detector.load(args.bundle, device=args.device, dtype=args.dtype,
@@ -93,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             for batch in _batches(todo, args.batch_size):
                 decoded = list(pool.map(lambda p: _decode(p, limits, side), batch))
                 good = [(p, img) for p, img in zip(batch, decoded) if not isinstance(img, str)]
-                scores = detector.predict([img for _, img in good])
+                scores = detector.predict([img for _, img in good], args.uncertain_spread)
                 by_path = {str(p): s for (p, _), s in zip(good, scores)}
                 for path, img in zip(batch, decoded):
                     record = _record(path, by_path.get(str(path)), img, detector.version)

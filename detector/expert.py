@@ -1,6 +1,7 @@
 """One expert: a backbone, the feature it reads, and the paper's two-layer head."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -44,7 +45,13 @@ class Expert(nn.Module):
 
     @classmethod
     def build(cls, spec: ExpertSpec, pretrained: str | Path | None = None) -> "Expert":
-        return cls(spec, build_backbone(spec.backbone, pretrained))
+        """The expert, its backbone from `pretrained` local weights if given. Where those weights
+        define the architecture (a transformers model folder), the spec records it: a bundle or
+        adapter made from this expert then rebuilds the same model without the folder."""
+        backbone = build_backbone(spec.backbone, pretrained)
+        if backbone.config_from_weights is not None:
+            spec = replace(spec, backbone=replace(spec.backbone, config=backbone.config_from_weights))
+        return cls(spec, backbone)
 
     def forward(
         self, pixels: torch.Tensor, blocks: Sequence[int] = ()

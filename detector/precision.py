@@ -17,6 +17,11 @@ import torch
 from detector.cpu import describe, has_native_bf16
 
 PRECISIONS = ("auto", "fast", "float32", "bfloat16", "float16")
+# Training leaves out float16: it needs a loss scaler, which the training loop does not have.
+TRAINING_PRECISIONS = tuple(p for p in PRECISIONS if p != "float16")
+PRECISION_HELP = ("precision: auto (bfloat16 on CUDA, float32 on CPU), fast (bfloat16 where "
+                  "native: CUDA or a CPU with AVX512-BF16/AMX, else float32), float32, bfloat16, "
+                  "float16")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -37,10 +42,6 @@ def resolve_precision(name: str | None, device: torch.device) -> torch.dtype:
     if name == "float16" and on_cpu:
         raise ValueError("float16 autocast needs CUDA; on CPU use bfloat16 or float32")
     return _DTYPES[name]
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return {v: k for k, v in _DTYPES.items()}[dtype]
 
 
 def autocast(dtype: torch.dtype, device: torch.device):

@@ -19,6 +19,7 @@ from detector.expert import Expert, param_bytes
 from detector.precision import autocast, resolve_precision
 from detector.preprocess import decode_side, to_batch
 from detector.spec import EnsembleSpec, PreprocessSpec
+from detector.tensor_digest import state_sha256
 
 AI_GENERATED = "ai_generated"
 REAL = "real"
@@ -28,14 +29,15 @@ UNCERTAIN = "uncertain"
 @dataclass(frozen=True)
 class Score:
     score: float  # mean P(AI-generated) over the experts
-    label: str  # AI_GENERATED if score >= threshold else REAL
+    label: str  # label_for(score, threshold, spread, uncertain_spread)
     experts: dict[str, float]  # each expert's own P(AI-generated)
     spread: float  # max - min of the experts' probabilities: how much they disagree
     model_version: str
 
 
 def label_for(score: float, threshold: float, spread: float = 0.0, max_spread: float | None = None) -> str:
-    """The verdict label; UNCERTAIN when the experts disagree by more than max_spread."""
+    """The one label rule (the worker's verdicts and `featdistill detect`): UNCERTAIN when the
+    experts' P(fake) spread exceeds max_spread, else AI_GENERATED at or above the threshold."""
     if max_spread is not None and spread > max_spread:
         return UNCERTAIN
     return AI_GENERATED if score >= threshold else REAL
@@ -45,32 +47,31 @@ def trunk_groups(experts: Sequence[Expert]) -> list[list[int]]:
     """Indices of experts grouped so that each group's members share their first blocks.
 
     Experts declaring `shared_blocks` join a group when backbone spec, preprocessing and the
-    trunk weights themselves are identical; their trunk modules are then the leader's (held in
-    memory once). Anything else stands alone.
+    trunk weights themselves (the stem and first blocks, as the backbone names its parts) are
+    identical; their trunk modules are then the leader's (held in memory once). Anything else
+    stands alone.
     """
     groups: list[list[int]] = []
+    digests: dict[int, str] = {}  # expert index -> digest of its trunk, computed once
+
+    def trunk_digest(i: int) -> str:
+        if i not in digests:
+            digests[i] = state_sha256(experts[i].backbone.trunk_state(experts[i].spec.shared_blocks))
+        return digests[i]
+
     for i, expert in enumerate(experts):
         n = expert.spec.shared_blocks
         for group in groups if n > 0 else []:
             leader = experts[group[0]]
             if (leader.spec.shared_blocks, leader.spec.backbone, leader.spec.preprocess) == (
                 n, expert.spec.backbone, expert.spec.preprocess
-            ) and _same_tensors(leader.backbone.trunk_modules(n), expert.backbone.trunk_modules(n)):
+            ) and trunk_digest(group[0]) == trunk_digest(i):
                 expert.backbone.share_trunk_with(leader.backbone, n)
                 group.append(i)
                 break
         else:
             groups.append([i])
     return groups
-
-
-def _same_tensors(a, b) -> bool:
-    def tensors(mods):
-        for m in mods:
-            yield from ([m] if isinstance(m, torch.Tensor) else m.state_dict().values())
-
-    pairs = list(zip(tensors(a), tensors(b)))
-    return len(pairs) > 0 and all(x.shape == y.shape and torch.equal(x, y) for x, y in pairs)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -94,8 +95,9 @@ class Detector:
         # `auto`: bf16 on CUDA, fp32 on CPU whatever the CPU; `fast` adds bf16 on CPUs that have
         # it natively (detector/precision.py).
         self.dtype = resolve_precision(dtype, self.device)
+        # Grouped before the move: a shared trunk then goes to the device once.
+        self.groups = trunk_groups(experts)
         self.experts = [e.to(self.device).eval() for e in experts]
-        self.groups = trunk_groups(self.experts)
         self.batch_size = batch_size
         self.digest = digest
 
@@ -166,7 +168,10 @@ class Detector:
                         probs[i, start : start + len(chunk)] = Expert.prob_fake(logits).cpu()
         return probs
 
-    def predict(self, images: Sequence[Image.Image]) -> list[Score]:
+    def predict(self, images: Sequence[Image.Image],
+                uncertain_spread: float | None = None) -> list[Score]:
+        """One Score per image; labelled UNCERTAIN where the experts' spread exceeds
+        uncertain_spread (None: never)."""
         if not images:
             return []
         probs = self.expert_probabilities(images)
@@ -175,13 +180,13 @@ class Detector:
         names = [e.spec.name for e in self.experts]
         scores = []
         for j in range(len(images)):
-            score = float(means[j])
+            score, spread = float(means[j]), float(spreads[j])
             scores.append(
                 Score(
                     score=score,
-                    label=label_for(score, self.threshold),
+                    label=label_for(score, self.threshold, spread, uncertain_spread),
                     experts={n: float(probs[i, j]) for i, n in enumerate(names)},
-                    spread=float(spreads[j]),
+                    spread=spread,
                     model_version=self.version,
                 )
             )

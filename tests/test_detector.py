@@ -59,6 +59,26 @@ def test_label_rule():
     assert label_for(0.9, 0.5, spread=0.4, max_spread=0.5) == AI_GENERATED
 
 
+def test_detect_labels_uncertain_by_the_workers_rule(tiny_bundle, image_dir, tmp_path, detector):
+    """`featdistill detect --uncertain-spread` and the worker label through the same label_for."""
+    import json
+
+    from detector.cli import main
+
+    images = [make_image(seed=i) for i in range(3)]
+    assert all(s.label == UNCERTAIN for s in detector.predict(images, uncertain_spread=0.0)
+               if s.spread > 0)
+    assert [s.label for s in detector.predict(images, uncertain_spread=1.0)] == [
+        label_for(s.score, detector.threshold) for s in detector.predict(images)]
+    out = tmp_path / "scores.jsonl"
+    assert main(["detect", str(image_dir), "--bundle", str(tiny_bundle), "--out", str(out),
+                 "--uncertain-spread", "0", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows and {r["label"] for r in rows} == {UNCERTAIN}  # random experts always disagree
+    assert main(["detect", str(image_dir), "--bundle", str(tiny_bundle),
+                 "--uncertain-spread", "2"]) == 2
+
+
 def test_detector_reports_parameter_bytes(detector):
     expected = sum(p.numel() * 4 for e in detector.experts for p in e.parameters())
     assert detector.param_bytes() >= expected > 0

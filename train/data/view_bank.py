@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from detector.expert import Expert
 from detector.preprocess import to_tensor
+from detector.tensor_digest import state_sha256
 from detector.precision import PRECISIONS, resolve_precision
 from detector.precision import autocast as precision_autocast
 from train.data.records import Sample
@@ -82,12 +83,9 @@ class _ViewSource(Dataset):
 
 
 def trunk_digest(expert: Expert, upto: int) -> str:
-    h = hashlib.sha256()
-    for module in expert.backbone.trunk_modules(upto):
-        tensors = [module] if isinstance(module, torch.Tensor) else module.state_dict().values()
-        for t in tensors:
-            h.update(t.detach().cpu().float().numpy().tobytes())
-    return h.hexdigest()
+    """The digest of the trunk's weights: the stem and first `upto` blocks, as the backbone names
+    its parts."""
+    return state_sha256(expert.backbone.trunk_state(upto))
 
 
 def bank_key(samples: Sequence[Sample], expert: Expert, views: int, prep: PrepConfig,
@@ -95,7 +93,7 @@ def bank_key(samples: Sequence[Sample], expert: Expert, views: int, prep: PrepCo
     parts = {"keys": [s.key for s in samples], "preprocess": asdict(expert.spec.preprocess),
              "backbone": asdict(expert.spec.backbone), "upto": expert.spec.shared_blocks,
              "views": views, "prep": asdict(prep), "policy": asdict(policy), "seed": seed,
-             "trunk": trunk, "format": 2}
+             "trunk": trunk, "format": 3}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

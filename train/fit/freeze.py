@@ -1,63 +1,38 @@
 """Which parts of an expert train: all of the backbone, its last N blocks, or none (head only).
 
-Backbone parameters fall in three parts, read from their names so that the open_clip and
-transformers towers are handled alike: `pre` (patch embedding, position and class embeddings, the
-pre-norm), `blocks[i]` (transformer block i) and `post` (final norm, projection, attention pool).
-Training the last N blocks trains those blocks, `post` and the head. Whatever is frozen gets
-requires_grad False and is kept in eval mode (dropout off, norms fixed) while the rest trains.
+The backbone says what its parts are (detector.backbones: stem, blocks, head), so open_clip,
+timm and transformers towers are handled alike without reading their parameter names. Training
+the last N blocks trains those blocks, the backbone's head part (final norm, pooling,
+projection) and the expert's head; the stem and the first blocks are frozen. Whatever is frozen
+gets requires_grad False and is kept in eval mode (dropout off, norms fixed) while the rest trains.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from typing import Union
 
 from torch import nn
 
+from detector.backbones import ParameterGroups
 from detector.expert import Expert
 
-# transformer block containers: open_clip (.resblocks), timm trunks (.blocks), transformers (.layers)
-_BLOCK = re.compile(r"\.(?:resblocks|blocks|layers)\.(\d+)\.")
-_PRE = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "patch_embed", "pos_embed",
-        "cls_token", "reg_token", "norm_pre", "embeddings", "pre_layrnorm", "patch_dropout")
 
-
-@dataclass
-class BackboneParts:
-    pre: list[str] = field(default_factory=list)
-    blocks: dict[int, list[str]] = field(default_factory=dict)
-    post: list[str] = field(default_factory=list)
-
-
-def backbone_parts(expert: Expert) -> BackboneParts:
-    parts = BackboneParts()
-    for name, _ in expert.backbone.named_parameters():
-        match = _BLOCK.search("." + name)
-        if match:
-            parts.blocks.setdefault(int(match.group(1)), []).append(name)
-        elif any(f".{p}" in "." + name for p in _PRE):
-            parts.pre.append(name)
-        else:
-            parts.post.append(name)
-    n = expert.backbone.num_blocks()
-    if sorted(parts.blocks) != list(range(n)):
-        raise ValueError(f"found blocks {sorted(parts.blocks)} in {expert.spec.backbone.model}, "
-                         f"expected 0..{n - 1}")
-    return parts
+def backbone_parts(expert: Expert) -> ParameterGroups:
+    """The backbone's parameter names by part (stem, blocks[i], head)."""
+    return expert.backbone.parameter_groups()
 
 
 def trainable_names(expert: Expert, trainable_blocks: Union[str, int]) -> set[str]:
     """Backbone parameter names that train under a `trainable_blocks` setting."""
-    parts = backbone_parts(expert)
-    n = len(parts.blocks)
     if trainable_blocks == "all":
         return {name for name, _ in expert.backbone.named_parameters()}
+    parts = backbone_parts(expert)
+    n = len(parts.blocks)
     last = 0 if trainable_blocks == "none" else min(int(trainable_blocks), n)
     if last == 0:
         return set()
-    names = set(parts.post)
-    for i in range(n - last, n):
-        names.update(parts.blocks[i])
+    names = set(parts.head)
+    for block in parts.blocks[n - last:]:
+        names.update(block)
     return names
 
 

@@ -38,26 +38,19 @@ class LowRankDelta(nn.Module):
         return weight + self.delta().to(weight.dtype)
 
 
-def _owner(root: nn.Module, dotted: str) -> tuple[nn.Module, str]:
-    *path, leaf = dotted.split(".")
-    module = root
-    for part in path:
-        module = getattr(module, part)
-    return module, leaf
-
-
 def add_low_rank(expert: Expert, trainable_blocks: int | str, rank: int, alpha: float) -> list[str]:
     """Put a LowRankDelta on every matrix among the backbone's trainable parameters (the last
-    `trainable_blocks` blocks and the post-block part); returns the names of those matrices."""
+    `trainable_blocks` blocks and the backbone's head part, as the backbone describes its parts:
+    train.freeze); returns the names of those matrices."""
     if rank <= 0:
         raise ValueError(f"rank must be > 0, got {rank}")
-    names = sorted(n for n in trainable_names(expert, trainable_blocks)
-                   if dict(expert.backbone.named_parameters())[n].ndim == 2)
+    params = dict(expert.backbone.named_parameters())
+    names = sorted(n for n in trainable_names(expert, trainable_blocks) if params[n].ndim == 2)
     for name in names:
-        module, leaf = _owner(expert.backbone, name)
-        weight = getattr(module, leaf)
-        out_features, in_features = weight.shape
-        delta = LowRankDelta(out_features, in_features, rank, alpha).to(weight.device)
+        owner, _, leaf = name.rpartition(".")
+        module = expert.backbone.get_submodule(owner)
+        out_features, in_features = params[name].shape
+        delta = LowRankDelta(out_features, in_features, rank, alpha).to(params[name].device)
         parametrize.register_parametrization(module, leaf, delta, unsafe=True)
     return names
 

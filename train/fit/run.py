@@ -49,12 +49,7 @@ class RunResult:
 
 def build_expert(config: TrainConfig) -> Expert:
     spec = config.expert.resolve()
-    expert = Expert.build(spec, config.expert.pretrained or None)
-    config_dict = getattr(expert.backbone, "config_dict", None)
-    if config.expert.pretrained and config_dict is not None:
-        # A transformers model folder is the authority on its architecture: record it in the spec.
-        backbone = dataclasses.replace(spec.backbone, config=config_dict)
-        expert.spec = dataclasses.replace(spec, backbone=backbone)
+    expert = Expert.build(spec, config.expert.pretrained or None)  # records a folder's config
     if config.low_rank.rank:
         lr = config.low_rank
         add_low_rank(expert, config.stage1.trainable_blocks, lr.rank, lr.alpha or lr.rank)
