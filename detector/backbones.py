@@ -55,15 +55,6 @@ class ParameterGroups:
     blocks: list[list[str]]
     head: list[str]
 
-    # The trainer's older names for stem and head (tests/test_train_data.py still reads them).
-    @property
-    def pre(self) -> list[str]:
-        return self.stem
-
-    @property
-    def post(self) -> list[str]:
-        return self.head
-
 
 # torch.nn.utils.parametrize (low-rank deltas) renames <owner>.W to
 # <owner>.parametrizations.W.original and adds <owner>.parametrizations.W.<i>.*: still W's.

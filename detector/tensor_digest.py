@@ -3,7 +3,7 @@
 Names, dtypes, shapes and bytes, in name order; not a file's bytes, whose metadata and layout may
 differ between two conversions of the same weights. Adapters record it for the backbone file they
 were trained from (detector.adapter), the detector compares trunks with it before sharing them
-(detector.service), and view banks key their cached trunk outputs on it (train.view_bank).
+(detector.service), and view banks key their cached trunk outputs on it (train.data.view_bank).
 """
 from __future__ import annotations
 

@@ -17,8 +17,8 @@ from detector.backbones import OpenClipBackbone
 from detector.expert import Expert
 from detector.service import Detector
 from detector.spec import BackboneSpec, EnsembleSpec, ExpertSpec, HeadSpec, PreprocessSpec
-from train.freeze import apply_trainable
-from train.low_rank import add_low_rank
+from train.fit.freeze import apply_trainable
+from train.fit.low_rank import add_low_rank
 
 from conftest import make_image
 

@@ -149,14 +149,14 @@ def test_config_errors_name_the_key(tmp_path):
 def test_trainable_blocks_and_frozen_parts_in_eval_mode(index):
     expert = Expert.build(presets.tiny().experts[index])
     parts = backbone_parts(expert)
-    assert parts.pre and parts.post and len(parts.blocks) == expert.backbone.num_blocks()
+    assert parts.stem and parts.head and len(parts.blocks) == expert.backbone.num_blocks()
     head_only = apply_trainable(expert, "none")
     assert {id(p) for p in head_only} == {id(p) for p in expert.head.parameters()}
     set_train_mode(expert)
     assert not expert.backbone.training and expert.head.training
     last = apply_trainable(expert, 1)
     trainable = {n for n, p in expert.backbone.named_parameters() if p.requires_grad}
-    assert trainable == set(parts.blocks[len(parts.blocks) - 1]) | set(parts.post)
+    assert trainable == set(parts.blocks[len(parts.blocks) - 1]) | set(parts.head)
     set_train_mode(expert)
     first = re.match(r"(.*\.(?:resblocks|blocks|layers)\.0)\.", parts.blocks[0][0]).group(1)
     first_block = expert.backbone.get_submodule(first)

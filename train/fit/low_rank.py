@@ -41,7 +41,7 @@ class LowRankDelta(nn.Module):
 def add_low_rank(expert: Expert, trainable_blocks: int | str, rank: int, alpha: float) -> list[str]:
     """Put a LowRankDelta on every matrix among the backbone's trainable parameters (the last
     `trainable_blocks` blocks and the backbone's head part, as the backbone describes its parts:
-    train.freeze); returns the names of those matrices."""
+    train.fit.freeze); returns the names of those matrices."""
     if rank <= 0:
         raise ValueError(f"rank must be > 0, got {rank}")
     params = dict(expert.backbone.named_parameters())
