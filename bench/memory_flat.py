@@ -27,7 +27,7 @@ from bench.common import random_bundle, write_json  # noqa: E402
 from bench.photos import cached_phone_files  # noqa: E402
 from detector.batcher import BatchPolicy  # noqa: E402
 from detector.service import Detector  # noqa: E402
-from worker.fetch import FetchConfig, ImageFetcher  # noqa: E402
+from worker.adapters.fetch import FetchConfig, ImageFetcher  # noqa: E402
 from worker.logs import configure_logging  # noqa: E402
 from worker.metrics import Metrics  # noqa: E402
 from worker.pipeline import Pipeline, PipelineConfig  # noqa: E402

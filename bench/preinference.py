@@ -39,7 +39,7 @@ from bench.photos import CACHE, cached_phone_files  # noqa: E402
 from detector import presets  # noqa: E402
 from detector.images import decode_image  # noqa: E402
 from detector.preprocess import DECODE_MARGIN, decode_side, to_tensor  # noqa: E402
-from worker.fetch import FetchConfig, ImageFetcher  # noqa: E402
+from worker.adapters.fetch import FetchConfig, ImageFetcher  # noqa: E402
 from worker.hashing import phash, sha256_hex  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "aigi" / "real"

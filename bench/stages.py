@@ -20,7 +20,7 @@ from bench.common import Timer, make_images, random_bundle, write_json  # noqa: 
 from detector.images import decode_image  # noqa: E402
 from detector.preprocess import to_batch  # noqa: E402
 from detector.service import Detector  # noqa: E402
-from worker.fetch import FetchConfig, ImageFetcher  # noqa: E402
+from worker.adapters.fetch import FetchConfig, ImageFetcher  # noqa: E402
 from worker.hashing import phash, sha256_hex  # noqa: E402
 
 

@@ -8,7 +8,7 @@ starts and stops them with deploy/local/services.sh, and builds the starter bund
 Images: `--manifest` picks a seeded half-real, half-AI sample from a labelled manifest and shows
 the truth beside each verdict, then how many verdicts were right; `--images` takes files;
 otherwise a few generated pictures. scripts/demo.sh passes the manifest of the package images
-(worker/demo_images.py). The bundle: `--bundle`, or a tiny random one that shows the plumbing only.
+(demo/images.py). The bundle: `--bundle`, or a tiny random one that shows the plumbing only.
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def _generated_images(folder: Path, count: int = 6) -> list[Path]:
 def run(args: argparse.Namespace) -> int:
     from kafka import KafkaProducer
 
-    from worker.kafka_security import client_options
+    from worker.adapters.kafka_security import client_options
     from worker.settings import SecuritySettings
 
     bootstrap = os.environ.get("FEATDISTILL_KAFKA_BOOTSTRAP")

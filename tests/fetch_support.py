@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from worker.fetch import FetchConfig, FetchError, ImageFetcher
+from worker.adapters.fetch import FetchConfig, FetchError, ImageFetcher
 
 from conftest import image_bytes, make_image
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.kafka_security import KafkaSecurity, client_options
+from worker.adapters.kafka_security import KafkaSecurity, client_options
 
 PLAIN = KafkaSecurity()
 

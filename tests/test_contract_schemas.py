@@ -21,7 +21,7 @@ import worker
 from detector.batcher import BatchPolicy
 from detector.images import ImageLimits
 from detector.service import Detector
-from worker.fetch import FETCH_ERROR_KINDS
+from worker.adapters.fetch import FETCH_ERROR_KINDS
 from worker.messages import (
     MESSAGE_ERROR_KINDS, SCHEMA_VERSION, DeadLetter, ImageReference, MessageError, OriginalMessage,
     Verdict, parse_reference,

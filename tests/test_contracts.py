@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from worker.kafka_io import KafkaConfig, KafkaReferenceSource, KafkaVerdictSink
+from worker.adapters.kafka_io import KafkaConfig, KafkaReferenceSource, KafkaVerdictSink
 from worker.metrics import Metrics
 from worker.ports import MemoryCache, MemorySink, MemorySource, Outgoing
-from worker.redis_cache import RedisVerdictCache
+from worker.adapters.redis_cache import RedisVerdictCache
 
 from services import create_topic, produce, read_topic, require_services, unique
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import image_bytes, make_image
-from worker import demo_images as di
-from worker.demo import _from_manifest, _score_line
+from demo import images as di
+from demo.cli import _from_manifest, _score_line
 
 WHEEL = di.Package("pypi", "pics", "1.0", "", "MIT")
 DEB = di.Package("apt", "photos", "2.0-1", "", "CC0-1.0")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from tests.conftest import make_image
-from worker.demo import _from_manifest
+from demo.cli import _from_manifest
 
 
 def test_pick_is_half_real_half_ai_from_the_named_generators_and_seeded(tmp_path):

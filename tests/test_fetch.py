@@ -15,7 +15,7 @@ import pytest
 from detector.images import decode_image
 from fetch_support import LOCAL, PNG, make, refused, table, url
 from fetch_support import connections, http_server, server  # noqa: F401  (fixtures)
-from worker.fetch import is_blocked_address, system_resolve
+from worker.adapters.fetch import is_blocked_address, system_resolve
 
 
 # --- http: success, pinning, allowlist ------------------------------------------------------

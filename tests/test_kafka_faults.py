@@ -11,8 +11,8 @@ import logging
 import pytest
 from kafka.errors import CommitFailedError, KafkaTimeoutError, UnknownMemberIdError
 
-from worker import kafka_io
-from worker.kafka_io import KafkaOutage, KafkaReferenceSource, KafkaVerdictSink, retry_through_outage
+from worker.adapters import kafka_io
+from worker.adapters.kafka_io import KafkaOutage, KafkaReferenceSource, KafkaVerdictSink, retry_through_outage
 from worker.logs import configure_logging
 from worker.ports import Outgoing
 

@@ -7,7 +7,7 @@ import pytest
 
 from detector.batcher import BatchPolicy
 from detector.service import Detector
-from worker.fetch import FetchError
+from worker.adapters.fetch import FetchError
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline, PipelineConfig
 from worker.ports import MemoryCache, MemoryFetcher, MemorySink, MemorySource

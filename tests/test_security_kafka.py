@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.kafka_probe import probe
-from worker.kafka_security import KafkaRefused, KafkaSecurity
+from worker.adapters.kafka_probe import probe
+from worker.adapters.kafka_security import KafkaRefused, KafkaSecurity
 
 from conftest import make_image, write_tiny_bundle
 from services import (

@@ -13,7 +13,7 @@ from detector.service import Detector
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline, PipelineConfig
 from worker.ports import MemoryFetcher, MemorySink, MemorySource
-from worker.redis_cache import RedisSecurity, RedisVerdictCache
+from worker.adapters.redis_cache import RedisSecurity, RedisVerdictCache
 
 from conftest import image_bytes, make_image
 from services import require_secure_services, unique

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.kafka_security import KafkaSecurity, client_options
-from worker.redis_cache import RedisSecurity, redis_client_options
+from worker.adapters.kafka_security import KafkaSecurity, client_options
+from worker.adapters.redis_cache import RedisSecurity, redis_client_options
 from worker.settings import SecuritySettings, SettingsError, load_settings
 
 SASL = {"FEATDISTILL_BUNDLE": "/b", "FEATDISTILL_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",

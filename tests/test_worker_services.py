@@ -16,7 +16,7 @@ from worker.cache_match import decode_entry, fingerprint
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline, PipelineConfig
 from worker.ports import MemoryFetcher, MemorySink, MemorySource
-from worker.redis_cache import RedisVerdictCache
+from worker.adapters.redis_cache import RedisVerdictCache
 
 from conftest import image_bytes, make_image, write_tiny_bundle
 from services import (

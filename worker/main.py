@@ -18,13 +18,13 @@ from detector.bundle import BundleError
 from shell.cli import CliError
 from detector.service import Detector
 from detector.spec import SpecError
-from worker.fetch import ImageFetcher
-from worker.kafka_io import KafkaOutage, KafkaReferenceSource, KafkaVerdictSink
-from worker.kafka_security import KafkaRefused
+from worker.adapters.fetch import ImageFetcher
+from worker.adapters.kafka_io import KafkaOutage, KafkaReferenceSource, KafkaVerdictSink
+from worker.adapters.kafka_security import KafkaRefused
 from worker.logs import configure_logging
 from worker.metrics import HealthServer, Metrics
 from worker.pipeline import Pipeline
-from worker.redis_cache import RedisVerdictCache
+from worker.adapters.redis_cache import RedisVerdictCache
 from worker.settings import SettingsError, WorkerConfig, load_settings
 
 log = structlog.get_logger("featdistill.worker")

@@ -28,7 +28,7 @@ from detector.batcher import BatchPolicy, Done, MicroBatcher
 from detector.images import ImageDecodeError, ImageLimits, decode_image
 from detector.service import Detector, label_for
 from worker.cache_match import CacheLookup, CachedVerdict, Fingerprint, fingerprint
-from worker.fetch import FetchError
+from worker.adapters.fetch import FetchError
 from worker.fetch_stage import FetchStage
 from worker.headers import NOTHING, Carried, HeaderPolicy, carry
 from worker.messages import (

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from worker.fetch import FetchError
+from worker.adapters.fetch import FetchError
 
 
 # Kafka headers as the client gives them: (name, value) pairs in order, a name may repeat.

@@ -20,14 +20,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from shell.cli import CliError
-from worker.fetch import ImageFetcher
+from worker.adapters.fetch import ImageFetcher
 from worker.logs import configure_logging
 from worker.main import load_detector
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline
 from worker.ports import Outgoing
-from worker.redis_cache import RedisVerdictCache
-from worker.replay_sources import (
+from worker.adapters.redis_cache import RedisVerdictCache
+from worker.adapters.replay_sources import (
     Checkpoint, JsonlSink, KafkaRangeSource, ListingSource, plan_topic_range, refs_from_listing,
     refs_from_s3,
 )
@@ -172,7 +172,7 @@ def _source(args, cfg):
         return ListingSource(refs, Checkpoint.open(state, {"source": f"listing:{listing}"}))
     from kafka import KafkaConsumer
 
-    from worker.kafka_security import client_options
+    from worker.adapters.kafka_security import client_options
 
     consumer = KafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap, group_id=None,
                              enable_auto_commit=False, client_id=f"replay-{uuid.uuid4().hex[:6]}",
@@ -193,7 +193,7 @@ def _sink(args, cfg, verdict_topic: str):
     if args.out:
         sink = JsonlSink(args.out, verdict_topic)
         return sink, sink.close
-    from worker.kafka_io import KafkaVerdictSink
+    from worker.adapters.kafka_io import KafkaVerdictSink
 
     sink = KafkaVerdictSink.connect(cfg.kafka)
     return sink, sink.close

@@ -13,7 +13,7 @@ stay uncommitted, so whoever owns the partitions next replays those messages (at
 and the consumer rejoins on its next poll.
 
 A broker that answers but refuses us (credentials, certificates, TLS spoken to plaintext: see
-worker/kafka_security.py) is no outage: connecting ends after its first attempt with KafkaRefused.
+worker/adapters/kafka_security.py) is no outage: connecting ends after its first attempt with KafkaRefused.
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ from kafka.errors import KafkaError
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
-from worker.kafka_probe import probe
-from worker.kafka_security import KafkaSecurity, client_options, quiet_connect
+from worker.adapters.kafka_probe import probe
+from worker.adapters.kafka_security import KafkaSecurity, client_options, quiet_connect
 from worker.ports import Outgoing, Record, RevokeCallback
 
 log = structlog.get_logger("featdistill.kafka")

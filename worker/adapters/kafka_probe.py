@@ -17,7 +17,7 @@ import struct
 
 from kafka.net.sasl import get_sasl_mechanism
 
-from worker.kafka_security import KafkaRefused, KafkaSecurity, client_options
+from worker.adapters.kafka_security import KafkaRefused, KafkaSecurity, client_options
 
 API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE = 18, 17, 36
 TLS_ALERT = b"\x15\x03"  # the record a TLS server answers plaintext with, before closing

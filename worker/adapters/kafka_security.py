@@ -5,7 +5,7 @@
 written (worker, replay, demo, bench and the test helpers all pass it to their clients).
 
 A broker that answers but refuses us (wrong password, a certificate we do not trust, a TLS
-listener spoken to in plaintext) is not an outage: worker/kafka_probe.py finds that out before a
+listener spoken to in plaintext) is not an outage: worker/adapters/kafka_probe.py finds that out before a
 client is built and raises `KafkaRefused`, which nothing retries. `quiet_connect` keeps
 kafka-python's per-connection error lines out of the log while a client is built.
 """
