@@ -31,7 +31,7 @@ from worker.adapters.fetch import FetchConfig, ImageFetcher  # noqa: E402
 from worker.logs import configure_logging  # noqa: E402
 from worker.metrics import Metrics  # noqa: E402
 from worker.pipeline import Pipeline, PipelineConfig  # noqa: E402
-from worker.ports import MemoryCache, MemorySink, MemorySource  # noqa: E402
+from worker.testing import MemoryCache, MemorySink, MemorySource  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "aigi" / "real"
 

@@ -30,12 +30,12 @@ from detector.images import decode_image  # noqa: E402
 from detector.preprocess import to_batch  # noqa: E402
 from detector.service import Detector  # noqa: E402
 from worker.adapters.fetch import FetchConfig, ImageFetcher  # noqa: E402
-from worker.logs import configure_logging  # noqa: E402
 from worker.adapters.kafka_io import KafkaConfig, KafkaReferenceSource, KafkaVerdictSink  # noqa: E402
 from worker.adapters.kafka_security import client_options  # noqa: E402
+from worker.adapters.redis_cache import RedisVerdictCache  # noqa: E402
+from worker.logs import configure_logging  # noqa: E402
 from worker.metrics import Metrics  # noqa: E402
 from worker.pipeline import Pipeline, PipelineConfig  # noqa: E402
-from worker.adapters.redis_cache import RedisVerdictCache  # noqa: E402
 from worker.settings import SecuritySettings  # noqa: E402
 
 

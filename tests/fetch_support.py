@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from worker.adapters.fetch import FetchConfig, FetchError, ImageFetcher
+from worker.adapters.fetch import FetchConfig, ImageFetcher
+from worker.ports import FetchError
 
 from conftest import image_bytes, make_image
 

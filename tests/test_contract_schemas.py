@@ -21,11 +21,12 @@ import worker
 from detector.batcher import BatchPolicy
 from detector.images import ImageLimits
 from detector.service import Detector
-from worker.adapters.fetch import FETCH_ERROR_KINDS
 from worker.messages import (
     MESSAGE_ERROR_KINDS, SCHEMA_VERSION, DeadLetter, ImageReference, MessageError, OriginalMessage,
     Verdict, parse_reference,
 )
+from worker.ports import FETCH_ERROR_KINDS
+from worker.testing import FakeJudge
 
 from conftest import image_bytes, make_image
 from test_cache_match import photo
@@ -179,16 +180,8 @@ def test_every_kind_of_verdict_and_dead_letter_the_pipeline_publishes_validates(
     assert {d["attempts"] for d in dead} == {1, 3}
 
 
-def test_dead_letters_of_a_failed_batch_validate(detector):
-    class Broken:
-        version, threshold, digest = "v", 0.5, "0" * 64
-
-        def predict(self, images):
-            raise RuntimeError("CUDA error: out of memory")
-
-    p, source, sink, _ = build(detector)
-    p.detector = Broken()
-    p.batcher._run_batch = p._infer
+def test_dead_letters_of_a_failed_batch_validate():
+    p, source, sink, _ = build(FakeJudge(fail_with=RuntimeError("CUDA error: out of memory")))
     source.append(ref(0))
     source.append(ref(1, "mem://img0"))  # its follower is dead-lettered with it
     step_until_fetched(p)

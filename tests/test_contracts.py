@@ -10,9 +10,10 @@ import time
 import pytest
 
 from worker.adapters.kafka_io import KafkaConfig, KafkaReferenceSource, KafkaVerdictSink
-from worker.metrics import Metrics
-from worker.ports import MemoryCache, MemorySink, MemorySource, Outgoing
 from worker.adapters.redis_cache import RedisVerdictCache
+from worker.metrics import Metrics
+from worker.ports import Outgoing
+from worker.testing import MemoryCache, MemorySink, MemorySource
 
 from services import create_topic, produce, read_topic, require_services, unique
 

@@ -15,7 +15,7 @@ import pytest
 from fetch_support import LIMIT, PNG, _start, make, refused, table, url
 from fetch_support import connections  # noqa: F401  (the autouse loopback-only fixture)
 from worker.adapters import fetch as fetch_module
-from worker.adapters.fetch import FETCH_ERROR_KINDS
+from worker.ports import FETCH_ERROR_KINDS
 
 
 # --- https ----------------------------------------------------------------------------------

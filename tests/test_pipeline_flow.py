@@ -12,11 +12,11 @@ import pytest
 
 from detector.batcher import BatchPolicy
 from detector.service import Detector
-from worker.adapters.fetch import FetchError
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline, PipelineConfig
-from worker.ports import MemoryCache, MemoryFetcher, MemorySink, MemorySource
+from worker.ports import FetchError
 from worker.readiness import Readiness, ReadinessPolicy
+from worker.testing import MemoryCache, MemoryFetcher, MemorySink, MemorySource
 
 from conftest import image_bytes, make_image
 

@@ -10,10 +10,10 @@ from structlog.testing import capture_logs
 
 from detector.batcher import BatchPolicy
 from detector.service import Detector
+from worker.adapters.redis_cache import RedisSecurity, RedisVerdictCache
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline, PipelineConfig
-from worker.ports import MemoryFetcher, MemorySink, MemorySource
-from worker.adapters.redis_cache import RedisSecurity, RedisVerdictCache
+from worker.testing import MemoryFetcher, MemorySink, MemorySource
 
 from conftest import image_bytes, make_image
 from services import require_secure_services, unique

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.metrics import HealthServer, Metrics
+from worker.health import HealthServer
+from worker.metrics import Metrics
 from worker.settings import PREFIX, Settings, SettingsError, load_settings
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -12,11 +12,11 @@ import pytest
 from detector.batcher import BatchPolicy
 from detector.images import decode_image
 from detector.service import Detector
+from worker.adapters.redis_cache import RedisVerdictCache
 from worker.cache_match import decode_entry, fingerprint
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline, PipelineConfig
-from worker.ports import MemoryFetcher, MemorySink, MemorySource
-from worker.adapters.redis_cache import RedisVerdictCache
+from worker.testing import MemoryFetcher, MemorySink, MemorySource
 
 from conftest import image_bytes, make_image, write_tiny_bundle
 from services import (

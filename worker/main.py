@@ -15,16 +15,17 @@ import threading
 import structlog
 
 from detector.bundle import BundleError
-from shell.cli import CliError
 from detector.service import Detector
 from detector.spec import SpecError
+from shell.cli import CliError
 from worker.adapters.fetch import ImageFetcher
 from worker.adapters.kafka_io import KafkaOutage, KafkaReferenceSource, KafkaVerdictSink
 from worker.adapters.kafka_security import KafkaRefused
-from worker.logs import configure_logging
-from worker.metrics import HealthServer, Metrics
-from worker.pipeline import Pipeline
 from worker.adapters.redis_cache import RedisVerdictCache
+from worker.health import HealthServer
+from worker.logs import configure_logging
+from worker.metrics import Metrics
+from worker.pipeline import Pipeline
 from worker.settings import SettingsError, WorkerConfig, load_settings
 
 log = structlog.get_logger("featdistill.worker")

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SCHEMA_VERSION = 1
 # Dead-letter reasons of a message that cannot be understood; the others are fetch_<kind>
-# (worker.adapters.fetch.FETCH_ERROR_KINDS), decode_<kind> (detector.images) and inference_error.
+# (worker.ports.FETCH_ERROR_KINDS), decode_<kind> (detector.images) and inference_error.
 MESSAGE_ERROR_KINDS = ("empty_message", "not_json", "invalid_message", "unsupported_version")
 
 

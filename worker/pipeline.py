@@ -1,6 +1,8 @@
 """The worker's loop: poll -> fetch/decode -> hash -> cache -> batch misses -> publish -> cache ->
-commit. It sees only the ports (worker.ports), so the same code runs against fakes and against
-Kafka and Redis.
+commit. It sees only the ports (worker.ports): the model as a Judge, Kafka, Redis and fetching as
+a source, sink, cache and fetcher, so the same code runs against the fakes of worker.testing and
+against the adapters of worker.adapters, which worker.main builds. Each message is a Job
+(worker.job).
 
 The stages overlap. Fetching runs in a pool (worker.fetch_stage) and each step collects what has
 finished, so a slow URL delays only its own message: the batch deadline holds and the consumer
@@ -18,26 +20,26 @@ from __future__ import annotations
 
 import collections
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from PIL import Image
 
 from detector.batcher import BatchPolicy, Done, MicroBatcher
 from detector.images import ImageDecodeError, ImageLimits, decode_image
-from detector.service import Detector, label_for
-from worker.cache_match import CacheLookup, CachedVerdict, Fingerprint, fingerprint
-from worker.adapters.fetch import FetchError
+from detector.service import label_for
+from worker.cache_match import CacheLookup, CachedVerdict, fingerprint
 from worker.fetch_stage import FetchStage
-from worker.headers import NOTHING, Carried, HeaderPolicy, carry
-from worker.messages import (
-    DeadLetter, ImageReference, MessageError, Verdict, now, original_of, parse_reference,
-)
+from worker.headers import HeaderPolicy, carry
+from worker.job import Job, JobFailed
+from worker.messages import DeadLetter, MessageError, Verdict, now, original_of, parse_reference
 from worker.metrics import Metrics
 from worker.offsets import OffsetTracker
+from worker.ports import (
+    FetchError, Fetcher, Judge, Outgoing, Record, ReferenceSource, TopicPartition, VerdictCache,
+    VerdictSink,
+)
 from worker.readiness import Readiness, ReadinessPolicy
-from worker.ports import Fetcher, Outgoing, Record, ReferenceSource, TopicPartition, VerdictCache, VerdictSink
 
 log = structlog.get_logger("featdistill.pipeline")
 
@@ -62,44 +64,14 @@ class PipelineConfig:
     headers: HeaderPolicy = HeaderPolicy()  # trace context and headers carried onto results
 
 
-@dataclass
-class Job:
-    """One message on its way through the pipeline."""
-
-    record: Record
-    ref: ImageReference | None = None
-    started: float = field(default_factory=time.monotonic)
-    image: Image.Image | None = None
-    fingerprint: Fingerprint | None = None  # hashes, cache probes, signature of the decoded image
-    cache_key: str = ""
-    attempts: int = 1
-    pixel_bytes: int = 0  # of `image`, counted against the in-flight bound while it is held
-    followers: list["Job"] = field(default_factory=list)  # same pixels, in flight: one inference
-    carried: Carried = NOTHING  # headers for its result, fields for its log lines
-
-    @property
-    def pixels(self) -> str:
-        return self.fingerprint.pixels
-
-    @property
-    def tp(self) -> TopicPartition:
-        return (self.record.topic, self.record.partition)
-
-
-class JobFailed(Exception):
-    def __init__(self, kind: str, message: str, attempts: int = 1) -> None:
-        super().__init__(message)
-        self.kind, self.attempts = kind, attempts
-
-
 class Pipeline:
     def __init__(
         self, config: PipelineConfig, source: ReferenceSource, fetcher: Fetcher,
-        cache: VerdictCache, sink: VerdictSink, detector: Detector, metrics: Metrics | None = None,
+        cache: VerdictCache, sink: VerdictSink, judge: Judge, metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.source, self.fetcher, self.cache, self.sink = source, fetcher, cache, sink
-        self.detector = detector
+        self.judge = judge
         self.metrics = metrics or Metrics()
         self.offsets = OffsetTracker()
         self.batcher: MicroBatcher[Job, Any] = MicroBatcher(self._infer, config.batch)
@@ -114,8 +86,8 @@ class Pipeline:
         self._fresh: dict[str, CachedVerdict] = {}  # judged, not yet written to the cache
         self._next_lag_at = 0.0
         self.lookup = CacheLookup(
-            f"{config.cache_prefix}:{detector.version}:{detector.digest[:12]}", self.metrics)
-        self._decode_side = detector.decode_side  # decode no bigger than the experts need
+            f"{config.cache_prefix}:{judge.version}:{judge.digest[:12]}", self.metrics)
+        self._decode_side = judge.decode_side  # decode no bigger than the experts need
 
     # -- the loop ----------------------------------------------------------------------------
     def step(self) -> int:
@@ -302,7 +274,7 @@ class Pipeline:
 
     def _infer(self, jobs: list[Job]) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
-        scores = self.detector.predict([j.image for j in jobs])
+        scores = self.judge.predict([j.image for j in jobs])
         self.metrics.stage_seconds.labels("inference").observe(time.perf_counter() - t0)
         self.metrics.batch_size.observe(len(jobs))
         return [{"score": s.score, "experts": s.experts, "spread": s.spread} for s in scores]
@@ -349,12 +321,12 @@ class Pipeline:
     # -- results -----------------------------------------------------------------------------
     def _verdict(self, job: Job, result: dict[str, Any], cache: str | None = None,
                  duplicate_of: str | None = None) -> None:
-        label = label_for(result["score"], self.detector.threshold, result["spread"],
+        label = label_for(result["score"], self.judge.threshold, result["spread"],
                           self.config.uncertain_spread)
         verdict = Verdict(
             id=job.ref.id, uri=job.ref.uri, score=result["score"], label=label,
-            threshold=self.detector.threshold, experts=result["experts"],
-            model_version=self.detector.version, phash=job.fingerprint.phash,
+            threshold=self.judge.threshold, experts=result["experts"],
+            model_version=self.judge.version, phash=job.fingerprint.phash,
             sha256=job.fingerprint.sha256, cached=cache is not None, cache=cache,
             duplicate_of=duplicate_of, latency_ms=round((time.monotonic() - job.started) * 1000, 3),
             worker_id=self.config.worker_id, timestamp=now(),

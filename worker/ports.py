@@ -1,14 +1,40 @@
-"""The worker's edges as small Protocols, and in-memory fakes of each for unit tests.
+"""What the pipeline needs of the world, as small Protocols, and the plain records they pass.
 
-The pipeline sees only these; Kafka, Redis and HTTP live in adapters (kafka_io, redis_cache,
-fetch) that are contract-tested against the same assertions as the fakes.
+The pipeline sees only these. Kafka, Redis and image fetching live in worker.adapters, the model
+in detector.service.Detector; worker.testing holds in-memory fakes of each port, and
+tests/test_contracts.py runs the same assertions against each fake and its real adapter.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
-from worker.adapters.fetch import FetchError
+if TYPE_CHECKING:  # annotations only: the ports do not load torch or Pillow
+    from PIL import Image
+
+    from detector.service import Score
+
+# Stable values of FetchError.kind, so metrics can be labelled (and pre-registered) by reason,
+# and dead letters' error kinds (fetch_<kind>) are a closed set (worker/schemas/).
+FETCH_ERROR_KINDS = frozenset({
+    "bad_uri", "unsupported_scheme", "outside_roots", "not_found", "not_a_file", "read_error",
+    "dns_error", "blocked_address", "too_large", "timeout", "connection_error", "tls_error",
+    "http_error", "bad_response", "bad_redirect", "too_many_redirects", "s3_unavailable",
+    "s3_error",
+})
+
+
+class FetchError(Exception):
+    """A reference could not be fetched. `kind` is one of FETCH_ERROR_KINDS; `transient` says
+    whether trying again later may help; `attempts` is how many tries were made."""
+
+    def __init__(self, kind: str, message: str, *, transient: bool = False,
+                 status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.transient = transient
+        self.status = status  # HTTP status, for kind == "http_error"
+        self.attempts = 1
 
 
 # Kafka headers as the client gives them: (name, value) pairs in order, a name may repeat.
@@ -79,96 +105,23 @@ class Fetcher(Protocol):
         else raised is a fault of the worker's and stops it)."""
 
 
-# -- fakes ---------------------------------------------------------------------------------------
-class MemorySource:
-    """Partitioned in-memory topic with committed offsets, a stand-in for one consumer."""
+class Judge(Protocol):
+    """The model, as the pipeline uses it (detector.service.Detector is the real one)."""
 
-    def __init__(self, topic: str, partitions: int = 1) -> None:
-        self.topic = topic
-        self.logs: dict[int, list[Record]] = {p: [] for p in range(partitions)}
-        self.positions = {p: 0 for p in range(partitions)}
-        self.committed: dict[TopicPartition, int] = {}
-        self.commit_calls: list[dict[TopicPartition, int]] = []
-        self.paused = False
+    @property
+    def version(self) -> str:
+        """The model version written into verdicts and cache keys."""
 
-    def append(self, value: bytes | None, key: bytes | None = None, partition: int = 0,
-               headers: Headers = ()) -> None:
-        log = self.logs[partition]
-        log.append(Record(self.topic, partition, len(log), key, value, tuple(headers)))
+    @property
+    def digest(self) -> str:
+        """The bundle's digest: part of the cache keys, so another model's scores never match."""
 
-    def poll(self, timeout_s: float, max_records: int) -> list[Record]:
-        out: list[Record] = []
-        if self.paused:
-            return out
-        for p, log in self.logs.items():
-            take = log[self.positions[p] : self.positions[p] + max_records - len(out)]
-            self.positions[p] += len(take)
-            out.extend(take)
-        return out
+    @property
+    def threshold(self) -> float: ...
 
-    def commit(self, offsets: dict[TopicPartition, int]) -> bool:
-        self.commit_calls.append(dict(offsets))
-        self.committed.update(offsets)
-        return True
+    @property
+    def decode_side(self) -> int:
+        """The short side images may be reduced to at decode without changing the scores."""
 
-    def assignment(self) -> set[TopicPartition]:
-        return {(self.topic, p) for p in self.logs}
-
-    def lag(self) -> dict[TopicPartition, int]:
-        return {(self.topic, p): len(log) - self.positions[p] for p, log in self.logs.items()}
-
-    def pause(self) -> None:
-        self.paused = True
-
-    def resume(self) -> None:
-        self.paused = False
-
-    def close(self) -> None:
-        pass
-
-
-class MemorySink:
-    def __init__(self) -> None:
-        self.messages: list[Outgoing] = []
-        self.fail_next = 0  # make the next N publish calls raise, to test crash safety
-
-    def publish(self, messages: list[Outgoing]) -> None:
-        if self.fail_next:
-            self.fail_next -= 1
-            raise ConnectionError("broker unavailable (simulated)")
-        self.messages.extend(messages)
-
-    def on(self, topic: str) -> list[Outgoing]:
-        return [m for m in self.messages if m.topic == topic]
-
-
-class MemoryCache:
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-        self.round_trips = 0
-        self.down = False
-
-    def get_many(self, keys: list[str]) -> dict[str, bytes]:
-        self.round_trips += 1
-        return {} if self.down else {k: self.data[k] for k in keys if k in self.data}
-
-    def set_many(self, items: dict[str, bytes]) -> None:
-        self.round_trips += 1
-        if not self.down:
-            self.data.update(items)
-
-
-class MemoryFetcher:
-    def __init__(self, blobs: dict[str, bytes], errors: dict[str, Exception] | None = None):
-        self.blobs = blobs
-        self.errors = errors or {}
-        self.calls: list[str] = []
-
-    def fetch(self, uri: str) -> bytes:
-        self.calls.append(uri)
-        if uri in self.errors:
-            raise self.errors[uri]
-        if uri not in self.blobs:
-            raise FetchError("not_found", f"{uri} does not exist")
-        return self.blobs[uri]
-
+    def predict(self, images: Sequence[Image.Image]) -> Sequence[Score]:
+        """One Score per image, in order; an exception fails the whole batch."""

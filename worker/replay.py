@@ -21,16 +21,16 @@ from tqdm import tqdm
 
 from shell.cli import CliError
 from worker.adapters.fetch import ImageFetcher
-from worker.logs import configure_logging
-from worker.main import load_detector
-from worker.metrics import Metrics
-from worker.pipeline import Pipeline
-from worker.ports import Outgoing
 from worker.adapters.redis_cache import RedisVerdictCache
 from worker.adapters.replay_sources import (
     Checkpoint, JsonlSink, KafkaRangeSource, ListingSource, plan_topic_range, refs_from_listing,
     refs_from_s3,
 )
+from worker.logs import configure_logging
+from worker.main import load_detector
+from worker.metrics import Metrics
+from worker.pipeline import Pipeline
+from worker.ports import Outgoing
 from worker.settings import SettingsError, load_settings
 
 

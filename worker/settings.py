@@ -17,12 +17,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from detector.batcher import BatchPolicy
 from detector.images import DEFAULT_FORMATS, SUPPORTED_FORMATS, ImageLimits
 from worker.adapters.fetch import FetchConfig
-from worker.headers import HeaderPolicy
 from worker.adapters.kafka_io import KafkaConfig
 from worker.adapters.kafka_security import KafkaSecurity
+from worker.adapters.redis_cache import RedisSecurity
+from worker.headers import HeaderPolicy
 from worker.pipeline import PipelineConfig
 from worker.readiness import ReadinessPolicy
-from worker.adapters.redis_cache import RedisSecurity
 
 PREFIX = "FEATDISTILL_"
 # A Kafka header name to carry (FEATDISTILL_CARRY_HEADERS): a plain token, as HTTP's are.

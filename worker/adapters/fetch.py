@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit
 
+from worker.ports import FetchError
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolve = Callable[[str], list[str]]
 
@@ -32,13 +34,6 @@ KNOWN_SCHEMES = ("file", "http", "https", "s3")
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 CHUNK = 64 * 1024
 MAX_URI_CHARS = 8192
-# Stable values of FetchError.kind, so metrics can be labelled (and pre-registered) by reason.
-FETCH_ERROR_KINDS = frozenset({
-    "bad_uri", "unsupported_scheme", "outside_roots", "not_found", "not_a_file", "read_error",
-    "dns_error", "blocked_address", "too_large", "timeout", "connection_error", "tls_error",
-    "http_error", "bad_response", "bad_redirect", "too_many_redirects", "s3_unavailable",
-    "s3_error",
-})
 # Not all of these are caught by ipaddress's is_private/is_global in every Python version.
 _ALWAYS_BLOCKED = tuple(ipaddress.ip_network(n) for n in (
     "0.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "fc00::/7", "fe80::/10", "::/128", "::1/128",
@@ -60,19 +55,6 @@ class FetchConfig:
     backoff_cap_s: float = 2.0
     schemes: tuple[str, ...] = KNOWN_SCHEMES  # the subset of KNOWN_SCHEMES this worker accepts
     user_agent: str = "featdistill-fetch/0.1"
-
-
-class FetchError(Exception):
-    """A reference could not be fetched. `kind` is one of FETCH_ERROR_KINDS; `transient` says
-    whether trying again later may help; `attempts` is how many tries were made."""
-
-    def __init__(self, kind: str, message: str, *, transient: bool = False,
-                 status: int | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.transient = transient
-        self.status = status  # HTTP status, for kind == "http_error"
-        self.attempts = 1
 
 
 def is_blocked_address(ip: Address) -> bool:
