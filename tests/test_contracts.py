@@ -1,21 +1,49 @@
-"""The ports' contracts: the same assertions against each in-memory fake and against the real
-adapter (Kafka and Redis started by deploy/local/services.sh), so the fakes the pipeline's unit
-tests run on behave like production.
+"""The ports' contracts: the same assertions against each in-memory fake (worker.testing) and
+against the real adapter (worker.adapters; Kafka and Redis started by deploy/local/services.sh),
+so the fakes the pipeline's unit tests run on behave like production.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import time
 
 import pytest
 
+from detector.service import Detector
+from worker.adapters.fetch import ImageFetcher
 from worker.adapters.kafka_io import KafkaConfig, KafkaReferenceSource, KafkaVerdictSink
 from worker.adapters.redis_cache import RedisVerdictCache
+from worker.adapters.replay_sources import JsonlSink, KafkaRangeSource, ListingSource
 from worker.metrics import Metrics
-from worker.ports import Outgoing
-from worker.testing import MemoryCache, MemorySink, MemorySource
+from worker.ports import Fetcher, Judge, Outgoing, ReferenceSource, VerdictCache, VerdictSink
+from worker.testing import FakeJudge, MemoryCache, MemoryFetcher, MemorySink, MemorySource
 
 from services import create_topic, produce, read_topic, require_services, unique
+
+
+# -- every port's methods, on its fake and its adapters -------------------------------------------
+def _methods(cls) -> dict[str, inspect.Signature]:
+    return {name: inspect.signature(f) for name, f in vars(cls).items()
+            if inspect.isfunction(f) and not name.startswith("_")}
+
+
+@pytest.mark.parametrize("port, implementations", [
+    (ReferenceSource, (MemorySource, KafkaReferenceSource, ListingSource, KafkaRangeSource)),
+    (VerdictSink, (MemorySink, KafkaVerdictSink, JsonlSink)),
+    (VerdictCache, (MemoryCache, RedisVerdictCache)),
+    (Fetcher, (MemoryFetcher, ImageFetcher)),
+    (Judge, (FakeJudge, Detector)),
+], ids=lambda v: getattr(v, "__name__", ""))
+def test_fakes_and_adapters_take_what_their_port_passes(port, implementations):
+    """Every method of the port, with its parameters in order; anything more has a default."""
+    for cls in implementations:
+        for name, wanted in _methods(port).items():
+            assert name in dir(cls), f"{cls.__name__} has no {name}"
+            given = list(inspect.signature(getattr(cls, name)).parameters.values())
+            names = [p.name for p in wanted.parameters.values()]
+            assert [p.name for p in given[:len(names)]] == names, (cls.__name__, name)
+            assert all(p.default is not p.empty for p in given[len(names):]), (cls.__name__, name)
 
 
 # -- VerdictCache ---------------------------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 Packages: `shell` (the dispatcher and CliError) imports nothing of ours; `detector` (serving)
 imports only `shell`; `convert` (the ONNX tool), `worker` and `train` import `detector` and
-`shell`; nothing imports `worker`, and `worker` and `train` never import each other. Inside
-`train`, `degrade` imports no other part of train, `data` only `degrade`, and `sources` nothing of
-the project beyond itself.
+`shell`; `demo` imports `detector`, `train` and `shell`; nothing imports `worker`, and `worker`
+and `train` never import each other. Inside `train`, `degrade` imports no other part of train,
+`data` only `degrade`, and `sources` nothing of the project beyond itself. Inside `worker`, the
+pipeline core imports neither its adapters (worker.adapters) nor its edge (the composition roots
+and what only they use), adapters import no edge module, and no worker module imports the fakes
+of worker.testing: only the edge wires adapters into the pipeline.
 
 Every import counts, wherever it is written: at the top, inside a function, or under
 `if TYPE_CHECKING:` (a cycle hidden there is still a cycle in the design, and one refactor away
@@ -16,7 +19,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("shell", "detector", "convert", "worker", "train")
+PACKAGES = ("shell", "detector", "convert", "worker", "train", "demo")
 # What each package may import of ours, besides itself.
 ALLOWED = {
     "shell": set(),
@@ -24,6 +27,7 @@ ALLOWED = {
     "convert": {"shell", "detector"},
     "worker": {"shell", "detector"},
     "train": {"shell", "detector"},
+    "demo": {"shell", "detector", "train"},
 }
 # Inside train: what each part may import of train, besides itself (None: any part but train.cli).
 TRAIN_PARTS = {
@@ -32,6 +36,16 @@ TRAIN_PARTS = {
     "train.sources": set(),
     "train.fit": None,
     "train.evaluate": None,
+}
+# Inside worker: the edge (composition roots, settings, logging, HTTP endpoints); every other
+# module outside worker.adapters and worker.testing is the pipeline core.
+WORKER_EDGE = {"worker.main", "worker.replay", "worker.settings", "worker.logs", "worker.health"}
+# What each layer of worker may import of worker, besides itself.
+WORKER_LAYERS = {
+    "core": {"core"},
+    "adapters": {"core", "adapters"},
+    "edge": {"core", "adapters", "edge"},
+    "testing": {"core"},
 }
 
 
@@ -154,6 +168,14 @@ def _train_part(module: str) -> str:
     return ".".join(module.split(".")[:2])
 
 
+def _worker_layer(module: str) -> str:
+    if module == "worker.adapters" or module.startswith("worker.adapters."):
+        return "adapters"
+    if module == "worker.testing":
+        return "testing"
+    return "edge" if module in WORKER_EDGE else "core"
+
+
 # ----------------------------------------------------------------------------------------------
 # The rules on this repository
 
@@ -192,6 +214,20 @@ def test_train_parts_import_only_downwards():
             ok = other == part or (other != "train.cli" if allowed is None else other in allowed)
             if not ok:
                 violations.append(f"{module} imports {target}")
+    assert not violations, "\n".join(violations)
+
+
+def test_worker_core_adapters_and_edge_import_only_inwards():
+    graph = import_graph()
+    assert WORKER_EDGE <= set(graph), "a module named in WORKER_EDGE no longer exists"
+    violations = []
+    for module, targets in sorted(graph.items()):
+        if _package_of(module) != "worker":
+            continue
+        layer = _worker_layer(module)
+        for target in sorted(t for t in targets if _package_of(t) == "worker"):
+            if _worker_layer(target) not in WORKER_LAYERS[layer]:
+                violations.append(f"{module} ({layer}) imports {target} ({_worker_layer(target)})")
     assert not violations, "\n".join(violations)
 
 
