@@ -12,7 +12,7 @@ import time
 import pytest
 
 from services import end_offsets, require_services
-from test_worker_services import Run
+from worker_runs import Run
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 CHUNK, PAUSE_S = 30, 0.8
