@@ -217,7 +217,7 @@ def produce_with_headers(bootstrap: str, topic: str,
 @pytest.mark.services
 @pytest.mark.slow
 def test_a_worker_process_publishes_valid_messages_with_their_headers(tmp_path, services_env):
-    from test_worker_services import Run
+    from worker_runs import Run
 
     run = Run(tmp_path, services_env)
     traced = [("traceparent", TRACEPARENT), ("x-request-id", b"req-7")]

@@ -237,7 +237,7 @@ def test_detect_judges_heic_and_avif_files(tiny_bundle, tmp_path):
 @pytest.mark.slow
 def test_the_worker_judges_heic_and_avif_and_dead_letters_a_disallowed_format(tmp_path):
     from services import require_services
-    from test_worker_services import Run
+    from worker_runs import Run
 
     run = Run(tmp_path, require_services())
     try:

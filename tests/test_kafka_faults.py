@@ -1,7 +1,8 @@
 """Kafka faults are events: dropped commits, outages waited out with backoff, then a clear error.
 
 The adapters take their kafka-python client as an argument, so these drive them with stand-ins
-that raise kafka-python's own errors; tests/test_worker_services.py runs them for real.
+that raise kafka-python's own errors; tests/test_worker_services.py and test_worker_faults.py run
+the worker against the real broker.
 """
 from __future__ import annotations
 
