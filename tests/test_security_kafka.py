@@ -148,7 +148,7 @@ def test_refused_worker_exits_with_one_line(tmp_path, secure, case, expected):
     env = worker_env(tmp_path, secure.kafka_sasl_ssl, "redis://127.0.0.1:1/0", topics)
     env |= security_env(sec) | {"FEATDISTILL_KAFKA_OUTAGE_S": "3600", "FEATDISTILL_METRICS_PORT": "0",
                                 "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "detector.cli", "worker"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "shell.cli", "worker"], cwd=ROOT,
                           env={k: v for k, v in os.environ.items()
                                if not k.startswith("FEATDISTILL_")} | env,
                           capture_output=True, text=True, timeout=REFUSAL_BOUND_S)
