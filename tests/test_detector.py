@@ -63,7 +63,7 @@ def test_detect_labels_uncertain_by_the_workers_rule(tiny_bundle, image_dir, tmp
     """`featdistill detect --uncertain-spread` and the worker label through the same label_for."""
     import json
 
-    from detector.cli import main
+    from shell.cli import main
 
     images = [make_image(seed=i) for i in range(3)]
     assert all(s.label == UNCERTAIN for s in detector.predict(images, uncertain_spread=0.0)
