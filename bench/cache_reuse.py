@@ -7,9 +7,9 @@ Photos come from ../shared/data/aigi/real (else scikit-image's bundled photos, e
 skips). Each photo is the cached original; bench/cache_variants.py makes its variants: the same
 pixels (same bytes, PNG, EXIF edited, EXIF orientation), re-encodes (JPEG q50-95, rescaled
 0.5-2x), local edits of 2/5/10% of the area (replaced by another photo's patch, smoothly
-refilled from the borders, blurred away, copy-moved), crafted pHash collisions, and, reported
-apart with no target, the same picture with pixel noise (its pHash forced back) or with a
-region's colours swapped (its grey kept). Each policy
+refilled from the borders, blurred away, copy-moved), colour edits of 2/5/10% (a region's chroma
+swapped or taken from another photo, its grey kept), crafted pHash collisions, and, reported
+apart with no target, the same picture with pixel noise (its pHash forced back). Each policy
 says whether the original's verdict would be reused for the variant:
 
   phash_key         the worker before issue 12: reuse when the exact pHash key matches
@@ -20,9 +20,10 @@ says whether the original's verdict would be reused for the variant:
   pdq_31            PDQ within Hamming distance 31 (Meta's usual threshold; needs an index)
   pdq_31+verify     that, then the same verification
 
-Wanted: re-encodes reused >= 95%, edits and collisions reused <= 1%. An edit that changes its
-region less than a JPEG q50 re-encode changes it (mean grey difference) is counted, and also
-reported apart as "invisible": no rule that accepts q50 re-encodes can refuse it.
+Wanted: re-encodes reused >= 95%, edits and collisions reused <= 1%, colour edits refused. An
+edit that changes its region less than a JPEG q50 re-encode changes it (mean grey difference;
+chroma for colour edits) is counted, and also reported apart as "invisible": no rule that
+accepts q50 re-encodes can refuse it.
 Results: bench/results/cache-reuse.json.
 """
 from __future__ import annotations
@@ -39,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cache_variants import (  # noqa: E402
-    Variant, collisions, encode, local_edits, recolours, reencodes, region_change, same_picture,
+    Variant, collisions, colour_edits, encode, local_edits, reencodes, region_change, same_picture,
 )
 from bench.common import write_json  # noqa: E402
 from detector.images import IMAGE_SUFFIXES, decode_image  # noqa: E402
@@ -160,11 +161,13 @@ def run(blobs: list[bytes], seed: int) -> tuple[list[dict], dict, int]:
         crafted, lost = collisions(img, other, rng, phash)
         failed += lost
         variants = same_picture(original, img) + reencodes(img, rng) + local_edits(img, other, rng)
-        for v in variants + crafted + recolours(img, rng):
+        for v in variants + crafted + colour_edits(img, other, rng):
             row = judge_variant(v, state, lookup, timings)
             row["photo"] = i
-            if v.region is not None:
-                change, jpeg = region_change(img, v.data, v.region), region_change(img, q50, v.region)
+            if v.region is not None:  # grey change for edits, chroma change for colour edits
+                channels = "CbCr" if v.group == "colour" else "L"
+                change = region_change(img, v.data, v.region, channels)
+                jpeg = region_change(img, q50, v.region, channels)
                 row["region_change"], row["q50_region_change"] = round(change, 3), round(jpeg, 3)
                 row["invisible"] = change <= max(1.5, 1.5 * jpeg)
             rows.append(row)
@@ -210,6 +213,10 @@ def aggregate(rows: list[dict]) -> dict:
             "collision_false_reuse": rate([r for r in rows if r["group"] == "collision"], p),
             "noise_reuse": rate([r for r in rows if r["group"] == "noise"], p),
             "colour_reuse": rate([r for r in rows if r["group"] == "colour"], p),
+            "worst_colour_reuse": max(out["by_variant"][n][p] for n in by_name
+                                      if by_name[n][0]["group"] == "colour"),
+            "colour_reuse_visible": rate([r for r in rows
+                                          if r["group"] == "colour" and not r["invisible"]], p),
         }
     worker_kinds = defaultdict(int)
     for r in rows:
@@ -241,7 +248,8 @@ def print_report(agg: dict, rows: list[dict], timings: dict, source: str, photos
     w, old = agg["summary"]["worker"], agg["summary"]["phash_key"]
     print(f"\nworker: re-encode hit {w['reencode_hit']:.1%} (target >= 95%), edit false reuse "
           f"{w['edit_false_reuse']:.2%}, visible edits {w['edit_false_reuse_visible']:.2%} "
-          f"(target <= 1%), collisions {w['collision_false_reuse']:.2%}")
+          f"(target <= 1%), collisions {w['collision_false_reuse']:.2%}, colour edits "
+          f"{w['colour_reuse']:.2%} (visible {w['colour_reuse_visible']:.2%})")
     print(f"ratios vs phash_key: re-encode hits x{w['reencode_hit'] / old['reencode_hit']:.3f}, "
           f"edit false reuse x{w['edit_false_reuse'] / max(old['edit_false_reuse'], 1e-9):.4f}, "
           f"collision false reuse x{w['collision_false_reuse'] / max(old['collision_false_reuse'], 1e-9):.4f}")

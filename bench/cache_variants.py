@@ -3,11 +3,11 @@ made from one photo's bytes, plus the edited region for local edits.
 
 Groups: `same` (the same pixels: the verdict must be an exact hit), `reencode` (the same picture
 re-encoded or rescaled: should hit), `edit` (a region replaced, refilled, blurred or copied:
-must not hit), `collision` (another content crafted to keep the original's pHash: must not hit),
-and two groups reported without a target because the verification cannot see them (see
-worker/cache_match.py): `noise` (pixel noise added, the pHash forced back: finer than the
-signature's cells) and `colour` (a region's chroma swapped, its luminance kept: the signature is
-grey).
+must not hit), `colour` (a region's colours changed, its grey kept: chroma swapped, or another
+photo's chroma, as a colour-changing inpainting would: must not hit), `collision` (another
+content crafted to keep the original's pHash: must not hit), and `noise` (pixel noise added, the
+pHash forced back), reported without a target: it is finer than the signature's cells (see
+worker/cache_match.py).
 """
 from __future__ import annotations
 
@@ -137,24 +137,40 @@ def local_edits(img: Image.Image, other: Image.Image, rng: np.random.Generator) 
     return [local_edit(img, other, k, a, rng) for k in EDIT_KINDS for a in EDIT_AREAS]
 
 
-def recolours(img: Image.Image, rng: np.random.Generator) -> list[Variant]:
-    """A region's two chroma channels swapped: other colours, the same grey."""
-    out = []
-    for area in (0.05, 0.10):
-        arr = np.asarray(img).copy()
-        x, y, rw, rh = random_region(img.width, img.height, area, rng)
-        luma, cb, cr = Image.fromarray(arr[y:y + rh, x:x + rw]).convert("YCbCr").split()
-        arr[y:y + rh, x:x + rw] = np.asarray(Image.merge("YCbCr", (luma, cr, cb)).convert("RGB"))
-        data = encode(Image.fromarray(arr), quality=90)
-        out.append(Variant(f"recolour_{round(area * 100)}%", "colour", data))
-    return out
+COLOUR_KINDS = ("recolour", "colourise")
 
 
-def region_change(original: Image.Image, variant: bytes, region) -> float:
-    """Mean absolute grey difference inside the edited region."""
+def colour_edit(img: Image.Image, other: Image.Image, kind: str, area: float,
+                rng: np.random.Generator) -> Variant:
+    """A region's colours changed, its grey (luma) kept: `recolour` swaps its two chroma
+    channels, `colourise` gives it another photo's chroma (a colour-changing inpainting)."""
+    arr = np.asarray(img).copy()
+    x, y, rw, rh = random_region(img.width, img.height, area, rng)
+    luma, cb, cr = Image.fromarray(arr[y:y + rh, x:x + rw]).convert("YCbCr").split()
+    if kind == "recolour":
+        cb, cr = cr, cb
+    elif kind == "colourise":
+        _, cb, cr = other.resize((rw, rh)).convert("YCbCr").split()
+    else:
+        raise ValueError(kind)
+    arr[y:y + rh, x:x + rw] = np.asarray(Image.merge("YCbCr", (luma, cb, cr)).convert("RGB"))
+    data = encode(Image.fromarray(arr), quality=90)
+    return Variant(f"{kind}_{round(area * 100)}%", "colour", data, (x, y, rw, rh))
+
+
+def colour_edits(img: Image.Image, other: Image.Image, rng: np.random.Generator) -> list[Variant]:
+    return [colour_edit(img, other, k, a, rng) for k in COLOUR_KINDS for a in EDIT_AREAS]
+
+
+def region_change(original: Image.Image, variant: bytes, region, channels: str = "L") -> float:
+    """Mean absolute difference inside the edited region: of grey ("L"), or of the chroma
+    channels ("CbCr", mean of the two)."""
     x, y, rw, rh = region
-    a = np.asarray(original.convert("L"), dtype=np.float64)[y:y + rh, x:x + rw]
-    b = np.asarray(decode_image(variant).convert("L"), dtype=np.float64)[y:y + rh, x:x + rw]
+    mode, keep = ("L", slice(None)) if channels == "L" else ("YCbCr", slice(1, 3))
+    a = np.asarray(original.convert(mode), dtype=np.float64)[y:y + rh, x:x + rw]
+    b = np.asarray(decode_image(variant).convert(mode), dtype=np.float64)[y:y + rh, x:x + rw]
+    if channels != "L":
+        a, b = a[..., keep], b[..., keep]
     return float(np.abs(a - b).mean())
 
 

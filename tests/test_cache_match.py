@@ -12,7 +12,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from detector.images import decode_image
 from worker.cache_match import (
-    SIGNATURE_BYTES, CacheLookup, CachedVerdict, Signature, decode_entry, fingerprint, match,
+    ENTRY_VERSION, SIGNATURE_BYTES, CacheLookup, CachedVerdict, Signature, decode_entry,
+    fingerprint, match,
 )
 from worker.hashing import phash
 from worker.metrics import Metrics
@@ -96,6 +97,27 @@ def test_local_edits_that_keep_the_phash_are_refused():
         assert reuse(entry, replaced, quality=92) is None, box
 
 
+def recoloured(img: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
+    """The region's two chroma channels swapped: other colours, the same grey."""
+    out = img.copy()
+    luma, cb, cr = img.crop(box).convert("YCbCr").split()
+    out.paste(Image.merge("YCbCr", (luma, cr, cb)).convert("RGB"), box[:2])
+    return out
+
+
+def test_a_colour_only_edit_is_refused():
+    img = photo()
+    entry = stored_entry(img)
+    box = (200, 30, 264, 90)  # 5% of the area, where swapping chroma clips no channel
+    edited = recoloured(img, box)
+    seen = fingerprint(*decoded(edited, "JPEG", quality=92)).signature
+    stored = Signature.from_bytes(base64.b64decode(entry.signature))
+    grey_only = lambda s: Signature(s.means, s.stds, np.zeros_like(s.chroma))  # noqa: E731
+    assert grey_only(seen).agrees_with(grey_only(stored))  # a grey signature would reuse it
+    assert match(fingerprint(*decoded(edited, "JPEG", quality=92)), entry) is None
+    assert reuse(entry, img, quality=50, subsampling=2) == "near"  # 4:2:0 chroma: still a hit
+
+
 def force_phash(img: Image.Image, target: Image.Image, steps: int = 12) -> Image.Image:
     """An attacker's collision: nudge `img`'s low frequencies until its pHash is `target`'s."""
     n = 32
@@ -133,11 +155,21 @@ def test_a_crafted_phash_collision_is_refused():
 def test_signature_is_small_and_round_trips():
     sig = Signature.of(photo())
     raw = sig.to_bytes()
-    assert len(raw) == SIGNATURE_BYTES == 512
+    assert len(raw) == SIGNATURE_BYTES == 640
     again = Signature.from_bytes(raw)
     assert again.agrees_with(again) and sig.agrees_with(again)
+    assert np.abs(again.chroma - np.clip(sig.chroma, -28, 28)).max() <= 2 + 1e-9  # steps of 4
     with pytest.raises(ValueError):
         Signature.from_bytes(raw[:-1])
+    with pytest.raises(ValueError):  # a chroma nibble of 15 is no code
+        Signature.from_bytes(raw[:-1] + b"\xff")
+
+
+def test_a_grey_picture_has_no_chroma_and_matches_its_rgb_copy():
+    grey = photo().convert("L")
+    stored = Signature.from_bytes(Signature.of(grey).to_bytes())
+    assert not stored.chroma.any()
+    assert Signature.of(grey.convert("RGB")).agrees_with(stored)
 
 
 def test_lookup_probes_16_keys_and_counts_mismatches():
@@ -166,7 +198,7 @@ def valid_value() -> dict:
     (b'"a string"', "not_an_object"),
     (b'{"score": 0.1}', "unversioned"),
     (b'{"score": 0.1, "experts": {"a": 0.1}, "spread": 0.0}', "unversioned"),  # first format
-    (b'{"v": 3, "score": 0.1}', "other_version"),
+    (b'{"v": 4, "score": 0.1}', "other_version"),  # a newer worker's
 ])
 def test_unusable_values_say_why(raw, reason):
     assert decode_entry(raw) == reason
@@ -181,6 +213,17 @@ def test_wrong_types_and_values_are_invalid(field, value):
     value_dict = valid_value()
     value_dict[field] = value
     assert decode_entry(json.dumps(value_dict).encode()) == "invalid"
+
+
+def test_an_entry_of_the_previous_version_is_a_counted_miss():
+    """Version 2 (grey-only 512-byte signature) entries still in Redis after an upgrade."""
+    value = valid_value()
+    assert value["v"] == ENTRY_VERSION == 3
+    old = {**value, "v": 2, "signature": base64.b64encode(bytes(512)).decode()}
+    assert decode_entry(json.dumps(old).encode()) == "other_version"
+    metrics = Metrics()
+    assert CacheLookup("t", metrics).decode({"k": json.dumps(old).encode()}) == {}
+    assert metrics.value("featdistill_cache_invalid_total", reason="other_version") == 1
 
 
 def test_a_valid_value_round_trips():

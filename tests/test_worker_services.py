@@ -143,7 +143,7 @@ def test_unusable_cache_values_in_redis_are_counted_misses(services, tiny_bundle
     keys = [p.lookup.key(fingerprint(b, decode_image(b))) for b in blobs.values()]
     bad = [b"\x00\xffgarbage", b'{"score": 0.1}',
            b'{"score": 0.1, "experts": {"a": 0.1}, "spread": 0.0}',  # the first format
-           b'[0.1, 0.2]', b'{"v": 2, "score": "0.1", "experts": {"a": 1}, "spread": 0}']
+           b'[0.1, 0.2]', b'{"v": 3, "score": "0.1", "experts": {"a": 1}, "spread": 0}']
     for key, value in zip(keys, bad):
         client.set(key, value, ex=60)
     client.hset(keys[5], "score", "0.1")  # not a string at all: MGET answers nil

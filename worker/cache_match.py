@@ -3,26 +3,33 @@
 A cached verdict is reused only for the same picture:
 - exact: the same bytes, or the same decoded pixels (another container, other metadata);
 - near: a re-encode or a resize of it (JPEG q50-95, 0.5-2x), told apart from a local edit by a
-  512-byte signature stored with the verdict: the grey picture cut into 16x16 cells, each cell's
-  mean and texture (standard deviation). A near match must agree in EVERY cell, within a
+  640-byte signature stored with the verdict: the picture cut into 16x16 cells, each cell's mean
+  grey (a byte), texture (grey standard deviation, a nibble) and mean colour (Cb and Cr, a nibble
+  each: steps of 4, clipped at 128 +- 28). A near match must agree in EVERY cell, within a
   tolerance that grows with the cell's texture and edges (where re-encoding moves values most):
-  a region replaced, refilled or inpainted shows in the cells it covers, and a mean over the
-  picture would hide it, which is why the rule is a maximum.
+  a region replaced, refilled, inpainted or recoloured shows in the cells it covers, and a mean
+  over the picture would hide it, which is why the rule is a maximum. Colour is compared in its
+  own cells, with a tolerance that 4:2:0 chroma subsampling and resampling stay within.
 Anything else found under the probed pHash keys (a local edit, a crafted pHash collision, an
 unrelated picture) is a mismatch: the image is judged afresh and its verdict overwrites the entry.
 
 The tolerances were chosen on photos and are measured by bench/cache_reuse.py (figures in
-bench/results/cache-reuse.json): 99.4% of re-encodes and rescales are reused, 1.0% of local
-edits of 2-10% of the area (0.2% of those that change their region more than a JPEG q50
-re-encode does), no crafted collision. What it cannot refuse: an edit that changes less than
-re-encoding does (a flat region refilled flat: about 4% of the 2% refills and blurs), changes
-finer than a cell's 4x4 pixels of the 64x64 thumbnail (pixel noise: 44%), and colour-only
-changes (a region's chroma swapped, its grey kept: 97%), since the signature is grey.
+bench/results/cache-reuse.json, 300 photos): 99.0% of re-encodes and rescales are reused (94.7%
+of the 0.5x rescales, 98.7% of JPEG q50), 1.06% of local edits of 2-10% of the area (0.31% of
+those that change their region more than a JPEG q50 re-encode does), 3.5% of colour-only edits
+(a region's chroma swapped or replaced, its grey kept: 1.1% of those that change its chroma more
+than q50 does; 10% of the 2% chroma swaps), no crafted collision. What it cannot refuse: an
+edit that changes less than re-encoding does (a flat region refilled flat or blurred: 4-6% of
+the 2% refills and blurs; finer texture features, tighter or rank-based tolerances and a 32x32
+grid did not help, since a JPEG q50 re-encode or a 0.5x rescale removes the grain of a flat
+region as thoroughly), a recolouring of a nearly grey region, and changes finer than a cell's
+4x4 pixels of the 64x64 thumbnail (pixel noise: 45%).
 
 Entries are untrusted input (anyone with access to Redis, an older worker, a bug): every value
-is parsed strictly and versioned; one that is not a valid version-2 entry is a miss, counted in
-featdistill_cache_invalid_total{reason}, never an exception. score, experts and spread stay at
-the top level, where workers of the first format read them.
+is parsed strictly and versioned; one that is not a valid version-3 entry is a miss, counted in
+featdistill_cache_invalid_total{reason}, never an exception (version-2 entries, grey-only, left
+by an older worker: reason other_version, overwritten once judged). score, experts and spread
+stay at the top level, where workers of the first format read them. A value is about 1.2 KB.
 """
 from __future__ import annotations
 
@@ -42,46 +49,72 @@ from worker.metrics import Metrics
 
 log = structlog.get_logger("featdistill.cache")
 
-ENTRY_VERSION = 2
+ENTRY_VERSION = 3  # 3: colour cells and 4-bit texture codes (version-2 entries are counted misses)
 GRID = 16  # cells per side
-_WORK = 64  # the grey thumbnail the cells are cut from: 4x4 of its pixels a cell
-SIGNATURE_BYTES = 2 * GRID * GRID
-_STD_CODE = 32.0  # stds are stored as round(32 * log2(1 + std)): steps of 1/32 octave
-# Tolerances (grey levels 0-255), measured by bench/cache_reuse.py.
+_WORK = 64  # the thumbnail the cells are cut from: 4x4 of its pixels a cell
+SIGNATURE_BYTES = GRID * GRID * 5 // 2  # a byte of mean grey, a nibble each of texture, Cb, Cr
+_STD_CODE = 15 / np.log2(81.0)  # std stored as a nibble, round(k * log2(1 + std)): 0..80 grey
+_CHROMA_STEP = 4.0  # chroma (Cb, Cr minus 128) stored in steps of 4, clipped to +-28: a nibble
+_CHROMA_CLIP = 7 * _CHROMA_STEP
+# Tolerances (levels 0-255), measured by bench/cache_reuse.py.
 MEAN_TOL = 1.5  # a flat cell's mean may move this much (JPEG, resampling, 8-bit storage)
 MEAN_TOL_PER_STD = 0.05  # textured cells move more: plus this fraction of the cell's std
 MEAN_TOL_PER_EDGE = 0.05  # and cells on an edge (contrast to a neighbour) more again
 STD_FLOOR = 2.0  # texture compared as log((std + floor) ratio): flat cells are not all noise
-STD_LOG_TOL = 0.4  # a cell may lose or gain about a third of its texture, not more
+STD_LOG_TOL = 0.5  # a cell may lose or gain about 40% of its texture, not more
+CHROMA_TOL = 4.0  # a cell's mean Cb or Cr may move this much (4:2:0 subsampling, JPEG, storage)
+CHROMA_TOL_PER_EDGE = 0.1  # plus this fraction of its largest chroma step to a neighbour
 
 Reuse = Literal["exact", "near"]
 
+# ITU-R 601 (what PIL's "L" and "YCbCr" use), applied to the RGB thumbnail's float means.
+_LUMA = np.array([0.299, 0.587, 0.114])
+_CB = np.array([-0.168736, -0.331264, 0.5])
+_CR = np.array([0.5, -0.418688, -0.081312])
+
 
 class Signature:
-    """The picture's local structure: per cell of a 16x16 grid, mean grey and std (texture)."""
+    """The picture's local structure: per cell of a 16x16 grid, mean grey, its std (texture),
+    and mean chroma (Cb, Cr minus 128), so that a region recoloured with its grey kept shows."""
 
-    def __init__(self, means: np.ndarray, stds: np.ndarray) -> None:
-        self.means, self.stds = means, stds
+    def __init__(self, means: np.ndarray, stds: np.ndarray, chroma: np.ndarray) -> None:
+        self.means, self.stds, self.chroma = means, stds, chroma  # chroma: (2, GRID, GRID)
 
     @classmethod
     def of(cls, img: Image.Image) -> "Signature":
-        grey = img if img.mode == "L" else img.convert("L")
-        thumb = np.asarray(grey.resize((_WORK, _WORK), Image.Resampling.BILINEAR), dtype=np.float64)
+        if img.mode not in ("RGB", "L"):
+            img = img.convert("RGB")
+        thumb = np.asarray(img.resize((_WORK, _WORK), Image.Resampling.BILINEAR), dtype=np.float64)
+        if thumb.ndim == 2:  # a grey picture has no chroma
+            grey, chroma = thumb, np.zeros((2, _WORK, _WORK))
+        else:
+            grey, chroma = thumb @ _LUMA, np.stack([thumb @ _CB, thumb @ _CR])
         k = _WORK // GRID
-        cells = thumb.reshape(GRID, k, GRID, k)
-        return cls(cells.mean(axis=(1, 3)), cells.std(axis=(1, 3)))
+        cells = grey.reshape(GRID, k, GRID, k)
+        return cls(cells.mean(axis=(1, 3)), cells.std(axis=(1, 3)),
+                   chroma.reshape(2, GRID, k, GRID, k).mean(axis=(2, 4)))
 
     def to_bytes(self) -> bytes:
         means = np.clip(np.round(self.means), 0, 255).astype(np.uint8)
-        stds = np.clip(np.round(_STD_CODE * np.log2(1 + self.stds)), 0, 255).astype(np.uint8)
-        return means.tobytes() + stds.tobytes()
+        stds = np.clip(np.round(_STD_CODE * np.log2(1 + self.stds)), 0, 15)
+        chroma = np.round(np.clip(self.chroma, -_CHROMA_CLIP, _CHROMA_CLIP) / _CHROMA_STEP) + 7
+        nibbles = np.concatenate([stds.ravel(), chroma.ravel()]).astype(np.uint8)
+        return means.tobytes() + ((nibbles[0::2] << 4) | nibbles[1::2]).tobytes()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "Signature":
         if len(raw) != SIGNATURE_BYTES:
             raise ValueError(f"signature is {len(raw)} bytes, not {SIGNATURE_BYTES}")
-        codes = np.frombuffer(raw, dtype=np.uint8).astype(np.float64).reshape(2, GRID, GRID)
-        return cls(codes[0], 2 ** (codes[1] / _STD_CODE) - 1)
+        codes = np.frombuffer(raw, dtype=np.uint8)
+        cells = GRID * GRID
+        packed = codes[cells:]
+        nibbles = np.stack([packed >> 4, packed & 15], axis=1).ravel().astype(np.float64)
+        chroma = nibbles[cells:].reshape(2, GRID, GRID)
+        if np.any(chroma > 14):
+            raise ValueError("chroma code out of range")
+        return cls(codes[:cells].astype(np.float64).reshape(GRID, GRID),
+                   2 ** (nibbles[:cells].reshape(GRID, GRID) / _STD_CODE) - 1,
+                   (chroma - 7) * _CHROMA_STEP)
 
     def agrees_with(self, stored: "Signature") -> bool:
         """True when this picture is a re-encode or resize of the stored one: every cell agrees."""
@@ -89,7 +122,11 @@ class Signature:
         if np.any(np.abs(self.means - stored.means) > tol):
             return False
         texture = np.abs(np.log((self.stds + STD_FLOOR) / (stored.stds + STD_FLOOR)))
-        return bool(np.all(texture <= STD_LOG_TOL))
+        if np.any(texture > STD_LOG_TOL):
+            return False
+        chroma_tol = CHROMA_TOL + CHROMA_TOL_PER_EDGE * np.maximum(*map(_edges, stored.chroma))
+        chroma = np.clip(self.chroma, -_CHROMA_CLIP, _CHROMA_CLIP)  # as stored
+        return bool(np.all(np.abs(chroma - stored.chroma) <= chroma_tol))
 
 
 def _edges(means: np.ndarray) -> np.ndarray:
@@ -115,9 +152,8 @@ class Fingerprint:
 
 
 def fingerprint(data: bytes, img: Image.Image) -> Fingerprint:
-    grey = img.convert("L")
-    return Fingerprint(sha256_hex(data), pixels_sha256(img), tuple(phash_probes(grey)),
-                       Signature.of(grey))
+    return Fingerprint(sha256_hex(data), pixels_sha256(img), tuple(phash_probes(img.convert("L"))),
+                       Signature.of(img))
 
 
 class CachedVerdict(BaseModel):
@@ -125,7 +161,7 @@ class CachedVerdict(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
-    v: Literal[2]
+    v: Literal[3]
     score: float = Field(ge=0.0, le=1.0)
     experts: dict[str, float] = Field(min_length=1)
     spread: float = Field(ge=0.0, le=1.0)
