@@ -246,6 +246,30 @@ def save_open_clip(state: dict[str, torch.Tensor], out: Path, metadata: dict[str
     partial.replace(out)
 
 
+def _load_onnx(onnx_path: Path):
+    import onnx
+
+    try:
+        return onnx.load(str(onnx_path))
+    except Exception as exc:  # DecodeError, OSError, ...: whatever says "not an ONNX model"
+        raise OnnxImportError(
+            f"{onnx_path} is not a readable ONNX model ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _provenance(onnx_path: Path, spec, agreements) -> dict[str, str]:
+    """The converted file's metadata: its source and how closely it reproduces the graph."""
+    meta = {
+        "source": onnx_path.name,
+        "open_clip_model": spec.model,
+        "open_clip_config": json.dumps(spec.config, sort_keys=True),
+    }
+    for a in agreements:
+        key = "onnxruntime_cosine_" + a.reference.replace(" ", "_")
+        meta[key] = json.dumps([round(c, 6) for c in a.cosines])
+    return meta
+
+
 def import_onnx(
     onnx_path: str | Path,
     out: str | Path | None,
@@ -264,17 +288,10 @@ def import_onnx(
     Raises OnnxImportError (DisagreementError for a failed check) and then writes nothing.
     `out=None` converts and checks only.
     """
-    import onnx
-
     if not images:
         raise OnnxImportError("the numeric check needs at least one image")
     onnx_path, start = Path(onnx_path), time.perf_counter()
-    try:
-        model = onnx.load(str(onnx_path))
-    except Exception as exc:  # DecodeError, OSError, ...: whatever says "not an ONNX model"
-        raise OnnxImportError(
-            f"{onnx_path} is not a readable ONNX model ({type(exc).__name__}: {exc})"
-        ) from exc
+    model = _load_onnx(onnx_path)
     tower = read_onnx_clip(model)
     spec = resolve_spec(tower, arch, config)
     state = to_open_clip_state(tower)
@@ -299,15 +316,7 @@ def import_onnx(
     check_agreement([decisive])
     note = shipped_note(shipped, threshold) if has_exact else ""
     if out is not None:
-        meta = {
-            "source": onnx_path.name,
-            "open_clip_model": spec.model,
-            "open_clip_config": json.dumps(spec.config, sort_keys=True),
-        }
-        for a in agreements:  # provenance: how closely this file reproduces the graph
-            key = "onnxruntime_cosine_" + a.reference.replace(" ", "_")
-            meta[key] = json.dumps([round(c, 6) for c in a.cosines])
-        save_open_clip(state, Path(out), meta)
+        save_open_clip(state, Path(out), _provenance(onnx_path, spec, agreements))
     seconds["total"] = time.perf_counter() - start
     return ImportReport(
         spec=spec,

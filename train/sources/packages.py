@@ -76,6 +76,30 @@ LOADER_MAX_PIXELS = 40_000_000  # detector.images.ImageLimits.max_pixels: bigger
 # Normalising and filtering (the per-image helpers are in train.sources.files)
 
 
+def _tiles(img: Image.Image, rgb: Image.Image, rel: str, out_rel: str, rule: Rule, imp: Importer,
+           licence: str, alpha: bool, stats: Counter) -> list[Item]:
+    """A rule with `crop`: the kept square tiles of the image, each its own PNG item."""
+    items = []
+    c = rule.crop
+    w, h = rgb.size
+    if alpha:
+        a = np.asarray(img.convert("RGBA").getchannel("A")) >= 128
+    for top in range(0, h - c + 1, c):
+        for left in range(0, w - c + 1, c):
+            tile = rgb.crop((left, top, left + c, top + c))
+            cov = float(a[top:top + c, left:left + c].mean()) if alpha else 1.0
+            reason = _reject_reason(tile, cov, imp, min(imp.min_side, c))
+            if reason:
+                stats[reason] += 1
+                continue
+            stem = str(Path(out_rel).with_suffix(""))
+            items.append(Item(f"{stem}__x{left}_y{top}.png", f"{rel}#{left},{top}", rule.category,
+                              licence, pixel_sha256(tile), tile.size, None, _encode(tile, "PNG")))
+    if not items:
+        stats["no_tiles"] += 1
+    return items
+
+
 def process(rel: str, path: Path, rule: Rule, imp: Importer, stats: Counter) -> list[Item]:
     """The kept images made from one package file (none, one, or one per crop tile)."""
     licence = rule.licence or imp.licence
@@ -105,25 +129,7 @@ def process(rel: str, path: Path, rule: Rule, imp: Importer, stats: Counter) -> 
     encode_fmt = "JPEG" if fmt == "JPEG" else "PNG"
 
     if rule.crop:
-        items = []
-        c = rule.crop
-        w, h = rgb.size
-        if alpha:
-            a = np.asarray(img.convert("RGBA").getchannel("A")) >= 128
-        for top in range(0, h - c + 1, c):
-            for left in range(0, w - c + 1, c):
-                tile = rgb.crop((left, top, left + c, top + c))
-                cov = float(a[top:top + c, left:left + c].mean()) if alpha else 1.0
-                reason = _reject_reason(tile, cov, imp, min(imp.min_side, c))
-                if reason:
-                    stats[reason] += 1
-                    continue
-                stem = str(Path(out_rel).with_suffix(""))
-                items.append(Item(f"{stem}__x{left}_y{top}.png", f"{rel}#{left},{top}", rule.category,
-                                  licence, pixel_sha256(tile), tile.size, None, _encode(tile, "PNG")))
-        if not items:
-            stats["no_tiles"] += 1
-        return items
+        return _tiles(img, rgb, rel, out_rel, rule, imp, licence, alpha, stats)
 
     resized = False
     if rgb.size[0] * rgb.size[1] > LOADER_MAX_PIXELS:
