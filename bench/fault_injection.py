@@ -8,24 +8,26 @@ Each run starts this checkout's Kafka and Redis (deploy/local/services.sh) if th
 a local image server on 127.0.0.2 (the only host the workers allow) and a canary on 127.0.0.1;
 builds a tiny random bundle; creates fresh topics (the input with --partitions partitions);
 starts --workers `featdistill worker` processes in one consumer group with JSON logs to files;
-then produces every reference at once, each with the outcome it must get:
+then produces the references at a steady rate over --produce-s (150 s), each with the outcome
+it must get:
   - good images (a pool, so repeats are cache hits or in-flight twins): a verdict;
   - a few slow images (about 3 s each): a verdict;
   - a few that drip a byte every 2 s: a fetch_timeout dead letter at the fetch deadline;
   - poison (--poison, 5 %), every form in turn: not JSON, no uri, a tombstone, not an image, a
     truncated JPEG, a pixel bomb, a declared 64 MB body, 404, 503, a redirect to the canary, and
     SSRF forms aimed at the canary and internal addresses: each its own dead letter.
-While they are worked through it injects, as the share of references finished passes 5, 20, 35,
-50 and 65 % (and at least 5 s after the last fault ended): kill -9 of w0 (restarted at once), a
-10 s Redis outage, kill -9 of w1, a 15 s broker outage (stopped and restarted with its data),
-kill -9 of w2. Workers that die otherwise are restarted too, and counted. It waits until every
-reference has an outcome or --deadline-s passes, stops the workers with SIGTERM, and reports
-lost references, wrong outcomes, duplicates (at-least-once allows them: counted, not failed),
-exits other than the kills (with their last log lines), canary hits, non-JSON log lines,
-assignment/revocation lines without worker_id, the longest stall (no reference finishing while
-some wait; also without the dripping references, and outside the broker outage) and refs/s.
-Results: bench/results/fault-injection.json (--out to change). Exit status 1 if any run lost a
-reference, got a wrong outcome, had a worker exit on its own or a canary hit.
+Meanwhile it injects, at 10, 25, 40, 55 and 75 % of the production time (each at least 5 s
+after the last fault ended): kill -9 of w0 (restarted at once), a 10 s Redis outage, kill -9 of
+w1, a 15 s broker outage (stopped and restarted with its data), kill -9 of w2. Workers that
+die otherwise are restarted too, and counted. It waits until every reference has an outcome or
+--deadline-s passes, stops the workers with SIGTERM, and reports lost references, wrong
+outcomes, duplicates (at-least-once allows them: counted, not failed), exits other than the
+kills (with their last log lines), canary hits, non-JSON log lines, assignment/revocation lines
+without worker_id, the longest stall (references produced and waiting, none finishing; also
+without the dripping references, and outside the broker outage) and refs/s (it cannot pass the
+offered rate, --refs / --produce-s). Results: bench/results/fault-injection.json (--out).
+Exit status 1 if any run lost a reference, got a wrong outcome, had a worker exit on its own or
+a canary hit.
 """
 from __future__ import annotations
 
@@ -54,11 +56,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ROOT / "deploy" / "local" / "services.sh"
 RESULTS = ROOT / "bench" / "results" / "fault-injection.json"
 REDIS_OUTAGE_S, BROKER_OUTAGE_S = 10.0, 15.0
-# (share of references finished, fault): one worker killed at a time, each fault at least
-# FAULT_GAP_S after the last one ended, all of them while references are waiting (2,000
-# references take about a minute without faults on a 2-core machine).
-FAULTS = ((0.05, "kill w0"), (0.20, "redis outage"), (0.35, "kill w1"),
-          (0.50, "broker outage"), (0.65, "kill w2"))
+# (share of the production time, fault): one worker killed at a time, each fault at least
+# FAULT_GAP_S after the last one ended, all while references arrive. References are produced at
+# a steady rate over --produce-s, so every fault meets a flowing stream however fast the
+# machine is (2,000 produced at once are done in about 20 s on a 2-core machine, before the
+# faults could be spread out).
+FAULTS = ((0.10, "kill w0"), (0.25, "redis outage"), (0.40, "kill w1"),
+          (0.55, "broker outage"), (0.75, "kill w2"))
 FAULT_GAP_S = 5.0
 SESSION_TIMEOUT_S = 10.0  # the worker's default: a killed member holds its partitions this long
 
@@ -77,13 +81,13 @@ def service_env() -> dict[str, str]:
 
 
 class Injector(threading.Thread):
-    """Runs the faults in order, each when its share of references is finished; a fault whose
-    turn never comes (the run finished first) is recorded as skipped."""
+    """Runs the faults in order, each at its share of the production time; a fault whose turn
+    never comes (the run finished first) is recorded as skipped."""
 
-    def __init__(self, fleet: WorkerFleet, reader: OutcomeReader, total: int, t0: float,
+    def __init__(self, fleet: WorkerFleet, reader: OutcomeReader, span_s: float, t0: float,
                  finished: threading.Event, faults=FAULTS) -> None:
         super().__init__(daemon=True)
-        self.fleet, self.reader, self.total, self.t0 = fleet, reader, total, t0
+        self.fleet, self.reader, self.span_s, self.t0 = fleet, reader, span_s, t0
         self.finished, self.faults = finished, faults
         self.timeline: list[dict] = []
         self.skipped: list[str] = []
@@ -91,7 +95,7 @@ class Injector(threading.Thread):
     def run(self) -> None:
         not_before = 0.0
         for share, name in self.faults:
-            while ((self.reader.done() < share * self.total or time.time() < not_before)
+            while (time.time() < max(self.t0 + share * self.span_s, not_before)
                    and not self.finished.is_set()):
                 time.sleep(0.2)
             if self.finished.is_set():
@@ -140,16 +144,37 @@ def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
         admin.close()
 
 
-def produce(bootstrap: str, topic: str, refs) -> dict[str, tuple[int, int]]:
-    """Every reference, keyed by its id; returns where each landed: id -> (partition, offset)."""
-    from kafka import KafkaProducer
+class Producer(threading.Thread):
+    """Every reference, keyed by its id, at a steady rate over `span_s` from t0, through the
+    broker outage (the producer buffers and retries). Records when each was sent and where it
+    landed: id -> (partition, offset)."""
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
-    sent = [(ref.id, producer.send(topic, key=ref.id.encode(), value=ref.value)) for ref in refs]
-    producer.flush()
-    placed = {ref_id: (f.get(30).partition, f.get(30).offset) for ref_id, f in sent}
-    producer.close()
-    return placed
+    def __init__(self, bootstrap: str, topic: str, refs, t0: float, span_s: float) -> None:
+        super().__init__(daemon=True)
+        self.args = bootstrap, topic, refs, t0, span_s
+        self.produced_at: dict[str, float] = {}
+        self.placed: dict[str, tuple[int, int]] = {}
+        self.failed: list[str] = []
+
+    def run(self) -> None:
+        from kafka import KafkaProducer
+
+        bootstrap, topic, refs, t0, span_s = self.args
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+                                 delivery_timeout_ms=600_000, max_block_ms=600_000)
+        sent = []
+        for i, ref in enumerate(refs):
+            time.sleep(max(0.0, t0 + span_s * i / len(refs) - time.time()))
+            self.produced_at[ref.id] = time.time()
+            sent.append((ref.id, producer.send(topic, key=ref.id.encode(), value=ref.value)))
+        producer.flush()
+        for ref_id, future in sent:
+            try:
+                meta = future.get(60)
+                self.placed[ref_id] = (meta.partition, meta.offset)
+            except Exception:  # noqa: BLE001 - counted: such a reference was never offered
+                self.failed.append(ref_id)
+        producer.close()
 
 
 def wait_for_group(fleet: WorkerFleet, partitions: int, timeout_s: float) -> None:
@@ -197,16 +222,18 @@ def run_once(args: argparse.Namespace, index: int, env: dict[str, str], work: Pa
         fleet.start_all()
         wait_for_group(fleet, args.partitions, args.start_timeout_s)
         t0 = time.time()
-        placed = produce(bootstrap, names["input"], refs)
-        injector = Injector(fleet, reader, len(refs), t0, finished,
+        producer = Producer(bootstrap, names["input"], refs, t0, args.produce_s)
+        producer.start()
+        injector = Injector(fleet, reader, args.produce_s, t0, finished,
                             () if args.no_faults else FAULTS)
         injector.start()
-        deadline = t0 + args.deadline_s
+        deadline = t0 + args.produce_s + args.deadline_s
         while reader.done() < len(refs) and time.time() < deadline:
             fleet.check(t0)
             time.sleep(0.5)
         finished.set()
         injector.join()  # a fault under way is finished: the services come back
+        producer.join()
         ended = time.time()
         fleet.check(t0)
         fleet.stop_all(t0)
@@ -220,17 +247,16 @@ def run_once(args: argparse.Namespace, index: int, env: dict[str, str], work: Pa
         reader.stop()
         server.stop()
         canary.stop()
-    report = summarise(refs, placed, reader, fleet, injector, canary, t0, ended)
+    report = summarise(refs, producer, reader, fleet, injector, canary, t0, ended)
     report.update(run=run, logs_dir=str(log_dir), image_server_requests=server.requests)
     return report
 
 
-def summarise(refs, placed: dict[str, tuple[int, int]], reader: OutcomeReader,
-              fleet: WorkerFleet, injector: Injector, canary: Canary, t0: float,
-              ended: float) -> dict:
+def summarise(refs, producer: Producer, reader: OutcomeReader, fleet: WorkerFleet,
+              injector: Injector, canary: Canary, t0: float, ended: float) -> dict:
     expected = {r.id: r for r in refs}
     seen = Counter(o.ref_id for o in reader.outcomes)
-    lost = [r for r in refs if r.id not in seen]
+    lost = [r for r in refs if r.id not in seen and r.id not in producer.failed]
     wrong = {}
     for o in reader.outcomes:
         ref = expected.get(o.ref_id)
@@ -239,46 +265,54 @@ def summarise(refs, placed: dict[str, tuple[int, int]], reader: OutcomeReader,
                                         "expected": sorted(ref.expected) if ref else None,
                                         "got": o.outcome, "worker": o.worker})
     first_at = {ref_id: o.at for ref_id, o in reader.first.items()}
-    firsts = [first_at[r.id] for r in refs if r.id in first_at]
-    last = max(firsts, default=ended)
-    gaps = stalls(t0, firsts, len(refs), ended)
-    # The others: every reference but those that drip (slow by design: each takes a whole fetch
-    # deadline, restarted by every rebalance). Stalls of the others are the group's stalls.
-    others = [first_at[r.id] for r in refs if r.category != "drip" and r.id in first_at]
-    n_others = sum(1 for r in refs if r.category != "drip")
-    other_gaps = stalls(t0, others, n_others, ended)
-    broker = [(f["at_s"], f["at_s"] + f["lasted_s"]) for f in injector.timeline
-              if f["fault"] == "broker outage"]
-    outside = [g for g in other_gaps if not any(a < g[0] + g[1] and g[0] < b for a, b in broker)]
+    last = max(first_at.values(), default=ended)
     duplicated = {ref_id for ref_id, n in seen.items() if n > 1}
     slow_ids = {r.id for r in refs if r.category in ("drip", "slow")}
     by_category = Counter(f"{r.category} -> {reader.first[r.id].outcome}" if r.id in reader.first
                           else f"{r.category} -> lost" for r in refs)
     return {
-        "refs": len(refs), "seconds": round(last - t0, 1),
-        "refs_per_s": round(len(firsts) / max(last - t0, 1e-9), 1),
+        "refs": len(refs), "not_produced": len(producer.failed), "seconds": round(last - t0, 1),
+        "refs_per_s": round(len(first_at) / max(last - t0, 1e-9), 1),
         "lost": len(lost),
         "lost_samples": [{"id": r.id, "category": r.category} for r in lost[:10]],
         "wrong_outcomes": len(wrong), "wrong_samples": list(wrong.values())[:10],
         "duplicates": sum(seen.values()) - len(seen), "duplicated_refs": len(duplicated),
-        "duplicated_refs_held_behind_slow": held_behind_slow(duplicated, placed, first_at,
-                                                             slow_ids),
+        "duplicated_refs_held_behind_slow": held_behind_slow(duplicated, producer.placed,
+                                                             first_at, slow_ids),
         "unexpected_exits": len(fleet.unexpected_exits), "exits": fleet.unexpected_exits,
         "kills": sum(1 for i in fleet.all if i.killed),
         "canary_hits": len(canary.hits),
-        "stall": {
-            "longest_s": gaps[0][1] if gaps else 0.0, "from_s": gaps[0][0] if gaps else 0.0,
-            "during_faults": overlapping(gaps[0], injector.timeline) if gaps else [],
-            "waiting": waiting(gaps[0], refs, first_at, t0) if gaps else {},
-            "longest_others_s": other_gaps[0][1] if other_gaps else 0.0,
-            "others_from_s": other_gaps[0][0] if other_gaps else 0.0,
-            "longest_others_outside_broker_outage_s": outside[0][1] if outside else 0.0,
-            "longest_five": gaps[:5], "longest_five_others": other_gaps[:5]},
-        "refs_per_s_others": round(len(others) / max(max(others, default=ended) - t0, 1e-9), 1),
+        "stall": stall_report(refs, producer.produced_at, first_at, injector.timeline, t0, ended),
         "faults": injector.timeline, "faults_skipped": injector.skipped,
         "outcomes_by_category": dict(sorted(by_category.items())),
         "logs": analyse_logs(fleet.all),
     }
+
+
+def stall_report(refs, produced_at: dict[str, float], first_at: dict[str, float],
+                 timeline: list[dict], t0: float, ended: float) -> dict:
+    """The longest stalls of all references, and of the others: all but those that drip (slow
+    by design: each takes a whole fetch deadline, restarted by every rebalance). A stall of the
+    others is a stall of the group."""
+    def times(keep) -> list[tuple[float, float]]:
+        return [(produced_at[r.id], first_at.get(r.id, float("inf")))
+                for r in refs if r.id in produced_at and keep(r)]
+
+    gaps = stalls(t0, times(lambda r: True), ended)
+    other_gaps = stalls(t0, times(lambda r: r.category != "drip"), ended)
+    broker = [(f["at_s"], f["at_s"] + f["lasted_s"]) for f in timeline
+              if f["fault"] == "broker outage"]
+    outside = [g for g in other_gaps if not any(a < g[0] + g[1] and g[0] < b for a, b in broker)]
+    longest = gaps[0] if gaps else (0.0, 0.0)
+    return {
+        "longest_s": longest[1], "from_s": longest[0],
+        "during_faults": overlapping(longest, timeline),
+        "waiting": waiting(longest, refs, produced_at, first_at, t0),
+        "longest_others_s": other_gaps[0][1] if other_gaps else 0.0,
+        "others_from_s": other_gaps[0][0] if other_gaps else 0.0,
+        "others_during_faults": overlapping(other_gaps[0], timeline) if other_gaps else [],
+        "longest_others_outside_broker_outage_s": outside[0][1] if outside else 0.0,
+        "longest_five": gaps[:5], "longest_five_others": other_gaps[:5]}
 
 
 def overlapping(gap: tuple[float, float], timeline: list[dict]) -> list[str]:
@@ -290,10 +324,12 @@ def overlapping(gap: tuple[float, float], timeline: list[dict]) -> list[str]:
             and start <= f["at_s"] + f["lasted_s"] + SESSION_TIMEOUT_S]
 
 
-def waiting(gap: tuple[float, float], refs, first_at: dict[str, float], t0: float) -> dict:
-    """The references unfinished through a gap, by category."""
+def waiting(gap: tuple[float, float], refs, produced_at: dict[str, float],
+            first_at: dict[str, float], t0: float) -> dict:
+    """The references produced and unfinished through a gap, by category."""
     end = t0 + gap[0] + gap[1] - 0.1  # the gap's figures are rounded to 0.1 s
-    return dict(Counter(r.category for r in refs if first_at.get(r.id, float("inf")) >= end))
+    return dict(Counter(r.category for r in refs if produced_at.get(r.id, end) < end
+                        and first_at.get(r.id, float("inf")) >= end))
 
 
 def print_table(runs: list[dict]) -> None:
@@ -302,7 +338,10 @@ def print_table(runs: list[dict]) -> None:
           "  longest stall: waiting")
     for r in runs:
         stall = r["stall"]
-        note = ", ".join(f"{n} {c}" for c, n in stall["waiting"].items()) or "-"
+        kinds = Counter()
+        for category, n in stall["waiting"].items():
+            kinds[category if category in ("good", "slow", "drip") else "poison"] += n
+        note = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common()) or "-"
         if r["faults_skipped"]:
             note += f"  (faults skipped: {', '.join(r['faults_skipped'])})"
         print(f"{r['run']:<10}{r['refs_per_s']:>7}{r['lost']:>5}{r['wrong_outcomes']:>6}"
@@ -333,7 +372,10 @@ def main(argv=None) -> int:
     parser.add_argument("--poison", type=float, default=0.05, help="share of poison references")
     parser.add_argument("--pool", type=int, default=300, help="distinct good images")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--deadline-s", type=float, default=900, help="per run, from producing")
+    parser.add_argument("--produce-s", type=float, default=150,
+                        help="references are produced at a steady rate over this long")
+    parser.add_argument("--deadline-s", type=float, default=600,
+                        help="wait at most this long for outcomes after the last is produced")
     parser.add_argument("--start-timeout-s", type=float, default=400, help="workers joining")
     parser.add_argument("--no-faults", action="store_true", help="a baseline run: no faults")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -357,7 +399,8 @@ def main(argv=None) -> int:
     payload = {"machine": info, "config": {
         "refs": args.refs, "workers": args.workers, "partitions": args.partitions,
         "poison_share": args.poison, "pool": args.pool, "seed": args.seed,
-        "faults": [] if args.no_faults else [f"{name} at {share:.0%} finished"
+        "produce_s": args.produce_s, "offered_refs_per_s": round(args.refs / args.produce_s, 1),
+        "faults": [] if args.no_faults else [f"{name} at {share:.0%} of the production time"
                                              for share, name in FAULTS],
         "redis_outage_s": REDIS_OUTAGE_S, "broker_outage_s": BROKER_OUTAGE_S}, "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -242,18 +242,21 @@ def analyse_logs(incarnations: list[Incarnation]) -> dict:
 
 
 # ------------------------------------------------------------------------------ figures
-def stalls(t0: float, first_at: list[float], expected: int,
-           end: float) -> list[tuple[float, float]]:
-    """Every stretch with references waiting and none finishing, as (start relative to t0,
-    seconds), longest first. All references are produced at t0, so every gap between two first
-    outcomes counts, from t0 to the first, and (for references never finished) from the last
-    to `end`."""
-    times = sorted(first_at) + ([end] if len(first_at) < expected else [])
+def stalls(t0: float, times: list[tuple[float, float]], end: float) -> list[tuple[float, float]]:
+    """Every stretch with references waiting (produced, not finished) and none finishing, as
+    (start relative to t0, seconds), longest first. `times`: (produced at, first outcome at, or
+    inf if none came), epoch seconds; a reference never finished waits until `end`."""
+    order = sorted(times, key=lambda pair: pair[1])
+    oldest_waiting = [float("inf")] * (len(order) + 1)  # after the i-th completion
+    for i in range(len(order) - 1, -1, -1):
+        oldest_waiting[i] = min(order[i][0], oldest_waiting[i + 1])
     gaps, previous = [], t0
-    for t in times:
-        if t > previous:
-            gaps.append((round(previous - t0, 1), round(t - previous, 1)))
-        previous = max(previous, t)
+    for i, (_, done) in enumerate(order):
+        done = min(done, end)
+        start = max(previous, oldest_waiting[i])
+        if done > start:
+            gaps.append((round(start - t0, 1), round(done - start, 1)))
+        previous = max(previous, done)
     return sorted(gaps, key=lambda g: -g[1])
 
 
