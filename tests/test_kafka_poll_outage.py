@@ -1,4 +1,4 @@
-"""A broker outage seen by poll is waited out, not a crash.
+"""A broker outage seen by poll, or by the lag metric, is waited out, not a crash.
 
 kafka-python 3.0's KafkaConsumer.poll can raise KafkaConnectionError (a retriable error) while
 the broker is down: its coordinator lookup treats the refused connection as stale metadata, then
@@ -68,3 +68,38 @@ def test_errors_that_waiting_cannot_fix_still_stop_the_worker():
     source = KafkaReferenceSource(Consumer(1, TopicAuthorizationFailedError()), "refs")
     with pytest.raises(TopicAuthorizationFailedError):
         source.poll(0.5, 10)
+
+
+class LagConsumer:
+    """Two partitions assigned: one with a known position, one whose position lookup fails as
+    it does while the broker is down (or is not known yet, just after a rebalance)."""
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+
+    def assignment(self):
+        return {TopicPartition("refs", 0), TopicPartition("refs", 1)}
+
+    def highwater(self, tp):
+        return 10
+
+    def position(self, tp, timeout_ms=None):
+        assert timeout_ms is not None  # a metric must not block the loop
+        if tp.partition == 1:
+            if self.error:
+                raise self.error
+            return None
+        return 4
+
+
+@pytest.mark.parametrize("error", [KafkaConnectionError("111 ECONNREFUSED"), None])
+def test_lag_leaves_out_partitions_whose_position_is_unknown(error):
+    # The same outage crashed two workers through the lag metric (consumer.position).
+    source = KafkaReferenceSource(LagConsumer(error), "refs")
+    assert source.lag() == {("refs", 0): 6}
+
+
+def test_lag_does_not_hide_errors_that_waiting_cannot_fix():
+    source = KafkaReferenceSource(LagConsumer(TopicAuthorizationFailedError()), "refs")
+    with pytest.raises(TopicAuthorizationFailedError):
+        source.lag()

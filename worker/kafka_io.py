@@ -145,7 +145,8 @@ class KafkaReferenceSource:
             now = time.monotonic()
             self._poll_failing_since = self._poll_failing_since or now
             if now - self._poll_failing_since > self.outage_s:
-                raise KafkaOutage(f"poll: Kafka unreachable for {self.outage_s:.0f} s: {exc}") from exc
+                raise KafkaOutage(
+                    f"poll: Kafka unreachable for {self.outage_s:.0f} s: {exc}") from exc
             log.warning("kafka_retry", what="poll", error=f"{type(exc).__name__}: {exc}")
             time.sleep(min(timeout_s, 0.5))  # the library retries inside; do not spin on it
             return []
@@ -188,11 +189,20 @@ class KafkaReferenceSource:
         return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
 
     def lag(self) -> dict[tuple[str, int], int]:
+        """Records behind the high watermark, for the partitions whose position is known. A
+        metric, read in the loop: it must neither block nor fail while the broker is away
+        (position() looks committed offsets up when it does not know one)."""
         out = {}
         for tp in self.consumer.assignment():
             end = self.consumer.highwater(tp)
-            if end is not None:
-                out[(tp.topic, tp.partition)] = max(0, end - self.consumer.position(tp))
+            try:
+                position = None if end is None else self.consumer.position(tp, timeout_ms=100)
+            except KafkaError as exc:
+                if not exc.retriable:
+                    raise
+                continue
+            if position is not None:
+                out[(tp.topic, tp.partition)] = max(0, end - position)
         return out
 
     def close(self) -> None:
