@@ -4,6 +4,7 @@
 #
 #   bash deploy/local/services.sh install|start [--secure]|stop [--keep-data]|status|env
 #   bash deploy/local/services.sh start-redis|stop-redis       (tests simulate a Redis outage)
+#   bash deploy/local/services.sh start-kafka|stop-kafka [--keep-data]   (a broker restart)
 #   bash deploy/local/services.sh kafka-class CLASS [ARGS...]  (run a Kafka tool from the jars)
 #   eval "$(bash deploy/local/services.sh env)"
 #
@@ -355,6 +356,12 @@ case "$cmd" in
     stop) lock_services; load_ports; stop "$@" ;;
     start-redis) lock_services; install_redis; choose_ports; start_redis ;;
     stop-redis) lock_services; load_ports; if [ -n "$REDIS_PORT" ]; then stop_redis; fi ;;
+    # Only the broker (bench/fault_injection.py restarts it with --keep-data: topics and offsets
+    # survive, as they do when a real broker restarts).
+    start-kafka) lock_services; install_kafka; choose_ports; start_kafka ;;
+    stop-kafka) lock_services; load_ports
+        [ -z "${1:-}" ] || [ "$1" = --keep-data ] || die "stop-kafka: unknown option $1"
+        if [ -n "$KAFKA_PORT" ]; then stop_kafka "${1:-}"; fi ;;
     status) load_ports; status ;;
     env) load_ports; print_env ;;
     kafka-class) load_ports; kafka_class "$@" ;;

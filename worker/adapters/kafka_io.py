@@ -95,10 +95,13 @@ class _Listener(ConsumerRebalanceListener):
 class KafkaReferenceSource:
     """A consumer in the worker group, subscribed to the input topic."""
 
-    def __init__(self, consumer: KafkaConsumer, topic: str, commit_timeout_s: float = 10.0) -> None:
+    def __init__(self, consumer: KafkaConsumer, topic: str, commit_timeout_s: float = 10.0,
+                 outage_s: float = 120.0) -> None:
         self.consumer = consumer
         self.topic = topic
         self.commit_timeout_s = commit_timeout_s
+        self.outage_s = outage_s
+        self._poll_failing_since: float | None = None
         self._on_revoke: RevokeCallback = lambda partitions: {}
         self._rewind: dict[tuple[str, int], int] = {}
 
@@ -120,7 +123,7 @@ class KafkaReferenceSource:
             )
 
         consumer = retry_through_outage("connect consumer", quiet_connect(make), config.outage_s)
-        return cls(consumer, topic, config.commit_timeout_s)
+        return cls(consumer, topic, config.commit_timeout_s, config.outage_s)
 
     def subscribe(self, on_revoke: RevokeCallback) -> None:
         self._on_revoke = on_revoke
@@ -143,7 +146,23 @@ class KafkaReferenceSource:
         log.info("partitions_assigned", partitions=sorted(partitions))
 
     def poll(self, timeout_s: float, max_records: int) -> list[Record]:
-        batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        """Records, or none while the broker is away: kafka-python 3.0's poll can raise a
+        retriable error (KafkaConnectionError from its coordinator lookup) during an outage,
+        which is waited out like any other for `outage_s`, then KafkaOutage."""
+        try:
+            batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            now = time.monotonic()
+            self._poll_failing_since = self._poll_failing_since or now
+            if now - self._poll_failing_since > self.outage_s:
+                raise KafkaOutage(
+                    f"poll: Kafka unreachable for {self.outage_s:.0f} s: {exc}") from exc
+            log.warning("kafka_retry", what="poll", error=f"{type(exc).__name__}: {exc}")
+            time.sleep(min(timeout_s, 0.5))  # the library retries inside; do not spin on it
+            return []
+        self._poll_failing_since = None
         return [
             Record(m.topic, m.partition, m.offset, m.key, m.value, tuple(m.headers or ()))
             for tp in sorted(batches, key=lambda t: (t.topic, t.partition))
@@ -182,11 +201,20 @@ class KafkaReferenceSource:
         return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
 
     def lag(self) -> dict[tuple[str, int], int]:
+        """Records behind the high watermark, for the partitions whose position is known. A
+        metric, read in the loop: it must neither block nor fail while the broker is away
+        (position() looks committed offsets up when it does not know one)."""
         out = {}
         for tp in self.consumer.assignment():
             end = self.consumer.highwater(tp)
-            if end is not None:
-                out[(tp.topic, tp.partition)] = max(0, end - self.consumer.position(tp))
+            try:
+                position = None if end is None else self.consumer.position(tp, timeout_ms=100)
+            except KafkaError as exc:
+                if not exc.retriable:
+                    raise
+                continue
+            if position is not None:
+                out[(tp.topic, tp.partition)] = max(0, end - position)
         return out
 
     def close(self) -> None:
