@@ -203,3 +203,12 @@ def test_head_only_run_exports_a_head_only_adapter(pretrained, tmp_path):
     assert main(["train", str(EXAMPLE), "--out", str(tmp_path / "run"), *args]) == 0
     _, tensors, _ = read_adapter(tmp_path / "run" / "adapter.safetensors")
     assert tensors["clip-banked"] and all(k.startswith("head.") for k in tensors["clip-banked"])
+
+
+def test_provenance_names_no_path_of_the_training_machine(run, pretrained):
+    """Adapters ship to other machines: their provenance names files, never the trainer's paths."""
+    meta = read_adapter(run / "adapter.safetensors")[-1]
+    text = json.dumps(meta)
+    for folder in {str(pretrained.parent), str(run.parent), str(Path.home())}:
+        assert folder not in text
+    assert json.loads(meta["provenance"])["config"]["expert"]["pretrained"] == pretrained.name

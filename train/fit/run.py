@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,8 @@ from detector.service import resolve_device
 from detector.spec import EnsembleSpec
 from train.fit import checkpoint as ckpt
 from train.fit.config import TrainConfig, to_dict
-from train.data.records import Split, describe, read_sources, sampling_weights, split_samples
+from train.fit.provenance import provenance as run_provenance
+from train.data.records import Split, read_sources, sampling_weights, split_samples
 from train.fit.freeze import apply_trainable, freeze, trainable_names
 from train.fit.loop import MetricsLog, Stage, make_optimizer, make_scheduler, run_epoch, validate
 from train.fit.losses import resolve_blocks
@@ -219,18 +219,7 @@ def export(config: TrainConfig, model: Expert, split: Split, history: list[dict[
     bundle folder: detector.adapter), small when only low-rank deltas, a few blocks or the head
     trained."""
     model = model.to("cpu").eval()
-    train_gens = describe(split.train)["generators"]
-    provenance = {
-        "trainer": "featdistill train",
-        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "config": to_dict(config),
-        "data": {"sources": [dataclasses.asdict(s) for s in config.data.sources],
-                 "split": split.info, "train": describe(split.train), "val": describe(split.val),
-                 "train_generators": sorted(train_gens)},
-        "epochs": {"stage1": config.stage1.epochs, "stage2": config.stage2.epochs,
-                   "teacher_epoch": config.teacher_epoch if config.stage2.epochs else None},
-        "metrics": {"final": history[-1] if history else {}, "history": history},
-    }
+    provenance = run_provenance(config, split, history)
     merged = merge(copy.deepcopy(model))
     ensemble = EnsembleSpec((merged.spec,), config.threshold, config.version)
     pretrained = Path(config.expert.pretrained) if config.expert.pretrained else None
