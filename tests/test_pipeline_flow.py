@@ -152,3 +152,22 @@ def test_readiness_tells_dead_letter_storms_stuck_publishes_and_dropped_commits(
     assert not r.ready(assigned=True) and r.reason == "last commit dropped"
     r.committed(True)
     assert r.ready(assigned=True)
+
+
+def test_a_fetched_backlog_is_routed_without_waiting_in_the_poll(detector):
+    """Each step routes at most a few batches; a step that then waited a whole poll timeout with
+    fetched images ready capped the worker at 4 batches per timeout (bench/worker_throughput.py:
+    6 images/s at batch 1 on the tiny bundle)."""
+    p, source, sink = build(detector, MemoryFetcher(blobs(24)), batch=BatchPolicy(1, 0.05),
+                            poll_timeout_s=5.0)
+    send(source, [f"mem://img{i}" for i in range(24)])
+    waits = []
+    polled = source.poll
+
+    def recording_poll(timeout_s, max_records):
+        waits.append((timeout_s, p.fetch_backlog))
+        return polled(timeout_s, max_records)
+    source.poll = recording_poll
+    while len(ids(sink)) < 24:
+        p.step()
+    assert [w for w in waits if w[1] and w[0] > 0] == []  # a ready backlog never waits

@@ -98,7 +98,9 @@ class Pipeline:
         """
         due = self.batcher.seconds_until_due()
         wait_s = self.config.poll_timeout_s if due is None else min(due, self.config.poll_timeout_s)
-        records = self._poll(0.0 if len(self.fetching) else wait_s)
+        # Never wait in the poll while fetched images are ready to route: each step routes a few
+        # batches, so waiting here capped a backlog at 4 batches per poll timeout.
+        records = self._poll(0.0 if len(self.fetching) or self._fetched else wait_s)
         for job in filter(None, map(self._start, records)):
             self.fetching.submit(job)
         self._collect(self.fetching.collect(wait_s if len(self.fetching) and not records else 0.0))
