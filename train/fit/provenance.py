@@ -3,8 +3,9 @@
 Portable on purpose: a model trained on one machine and shipped to others names its data by
 source (the manifests' `source` column: `owner/repo@commit` for the git sources, the package and
 version for registry ones) and counts, and its files by name, never by the trainer's absolute
-paths (starter-v1's adapter carried `/root/.cache/...` and `/work/shared/...`, which say nothing
-on another machine and leak the trainer's layout)."""
+paths (starter-v1's adapter carried its trainer's cache and data folders, which say nothing on
+another machine and leak the trainer's layout; its metadata has since been rewritten with
+`portable`)."""
 from __future__ import annotations
 
 import dataclasses
