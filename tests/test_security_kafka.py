@@ -96,6 +96,12 @@ def test_worker_judges_through_sasl_ssl_with_redis_over_tls(tmp_path, secure):
     assert sec.password not in worker.log_path.read_text()  # the password file is read, never logged
 
 
+def _mtls(folder):
+    """The client side of the local mTLS listener: our CA, the client certificate and key."""
+    return KafkaSecurity("SSL", ca_file=str(folder / "ca.crt"), cert_file=str(folder / "client.crt"),
+                         key_file=str(folder / "client.key"))
+
+
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "PLAIN"])
 def test_other_sasl_mechanisms_round_trip(secure, mechanism):
     sec = secure.sasl_ssl(mechanism)
@@ -106,9 +112,7 @@ def test_other_sasl_mechanisms_round_trip(secure, mechanism):
 
 
 def test_mtls_client_certificate_round_trip(secure):
-    folder = secure.folder
-    sec = KafkaSecurity("SSL", ca_file=str(folder / "ca.crt"), cert_file=str(folder / "client.crt"),
-                        key_file=str(folder / "client.key"))
+    sec = _mtls(secure.folder)
     topic = unique("mtls")
     create_topic(secure.kafka_mtls, topic, 1, security=sec)
     produce(secure.kafka_mtls, topic, [(b"k", b'{"n": 2}')], security=sec)
@@ -116,9 +120,7 @@ def test_mtls_client_certificate_round_trip(secure):
 
 
 def test_probe_names_each_refusal_and_passes_what_is_right(secure):
-    folder = secure.folder
-    mtls = KafkaSecurity("SSL", ca_file=str(folder / "ca.crt"), cert_file=str(folder / "client.crt"),
-                         key_file=str(folder / "client.key"))
+    mtls = _mtls(secure.folder)
     for mechanism in ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"):
         probe(secure.kafka_sasl_ssl, secure.sasl_ssl(mechanism))
     probe(secure.kafka_mtls, mtls)
@@ -126,7 +128,7 @@ def test_probe_names_each_refusal_and_passes_what_is_right(secure):
     refusals = {
         "SASL authentication failed": (secure.kafka_sasl_ssl, secure.sasl_ssl("PLAIN", password="x")),
         "TLS certificate not trusted": (secure.kafka_sasl_ssl, secure.sasl_ssl(check_hostname=True,
-                                                                          ca_file=str(folder / "other-ca.crt"))),
+                                                                          ca_file=str(secure.folder / "other-ca.crt"))),
         "answered in TLS": (secure.kafka_mtls, KafkaSecurity()),
         "rejected our client certificate": (secure.kafka_mtls, replace(mtls, cert_file=None, key_file=None)),
     }
