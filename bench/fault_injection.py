@@ -127,7 +127,7 @@ class Injector(threading.Thread):
 def build_bundle(out: Path, version: str) -> Path:
     """The tiny random bundle the tests use (tests/conftest.py: seed 0, preset tiny), through the
     CLI so that this process never loads torch."""
-    subprocess.run([sys.executable, "-m", "detector.cli", "bundle", "init", "--preset", "tiny",
+    subprocess.run([sys.executable, "-m", "shell.cli", "bundle", "init", "--preset", "tiny",
                     "--seed", "0", "--version", version, "--out", str(out)],
                    cwd=ROOT, check=True, capture_output=True)
     return out
