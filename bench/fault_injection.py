@@ -48,6 +48,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.fault_explain import MetricsSampler, explain_gaps, print_gaps  # noqa: E402
 from bench.fault_fixtures import Canary, ImageServer, build_references, make_jpeg  # noqa: E402
 from bench.fault_observe import (OutcomeReader, WorkerFleet, analyse_logs,  # noqa: E402
                                  environment_for_workers, held_behind_slow, stall_report)
@@ -217,8 +218,10 @@ def run_once(args: argparse.Namespace, index: int, env: dict[str, str], work: Pa
     reader = OutcomeReader(bootstrap, names["verdicts"], names["dead"]).start()
     finished = threading.Event()
     injector = None
+    sampler = MetricsSampler(fleet)
     try:
         fleet.start_all()
+        sampler.start()
         wait_for_group(fleet, args.partitions, args.start_timeout_s)
         t0 = time.time()
         producer = Producer(bootstrap, names["input"], refs, t0, args.produce_s)
@@ -241,18 +244,20 @@ def run_once(args: argparse.Namespace, index: int, env: dict[str, str], work: Pa
             time.sleep(0.5)
     finally:
         finished.set()
+        sampler.stop(log_dir / "metrics.jsonl")
         if fleet.current:  # an error above: no drain wanted, just no workers left behind
             fleet.stop_all(time.time(), timeout_s=30)
         reader.stop()
         server.stop()
         canary.stop()
-    report = summarise(refs, producer, reader, fleet, injector, canary, t0, ended)
+    report = summarise(refs, producer, reader, fleet, injector, canary, t0, ended, sampler)
     report.update(run=run, logs_dir=str(log_dir), image_server_requests=server.requests)
     return report
 
 
 def summarise(refs, producer: Producer, reader: OutcomeReader, fleet: WorkerFleet,
-              injector: Injector, canary: Canary, t0: float, ended: float) -> dict:
+              injector: Injector, canary: Canary, t0: float, ended: float,
+              sampler: MetricsSampler) -> dict:
     expected = {r.id: r for r in refs}
     seen = Counter(o.ref_id for o in reader.outcomes)
     lost = [r for r in refs if r.id not in seen and r.id not in producer.failed]
@@ -285,6 +290,9 @@ def summarise(refs, producer: Producer, reader: OutcomeReader, fleet: WorkerFlee
         "faults": injector.timeline, "faults_skipped": injector.skipped,
         "outcomes_by_category": dict(sorted(by_category.items())),
         "logs": analyse_logs(fleet.all),
+        **{key: explain_gaps(refs, producer.produced_at, producer.placed, reader.outcomes,
+                             injector.timeline, fleet.all, sampler.samples, t0, ended, others)
+           for key, others in (("gaps", False), ("gaps_others", True))},
     }
 
 
@@ -349,6 +357,7 @@ def main(argv=None) -> int:
         for index in range(args.runs):
             runs.append(run_once(args, index, service_env(), work))
             print_table(runs[-1:])
+            print_gaps(runs[-1])
     finally:
         if not was_up:
             services("stop")
