@@ -4,6 +4,8 @@ GAP_S is split into what the group was doing meanwhile.
 
 A gap is cut into 1 s slices and each slice gets the first label that applies:
   broker down           the broker outage fault (stopping, down, starting again);
+  broker back, no group the broker is up again but no worker has been assigned partitions since
+                        (the clients' reconnect backoff, the coordinator loading the group);
   partitions unassigned a partition with references waiting was revoked and not yet assigned
                         again (a rebalance in progress: members rejoining, the new assignment);
   held by killed worker a partition with references waiting still belongs to a killed worker
@@ -33,6 +35,9 @@ SLICE_S = 1.0
 MEMBERSHIP = ("partitions_assigned", "partitions_revoked")
 NOTABLE = ("commit_dropped", "kafka_retry", "kafka_outage", "cache_unavailable", "cache_recovered",
            "drain_abandoned", "intake_paused", "worker_started")
+# kafka-python's own lines worth a place in a gap's events: (text in the line, short name).
+KAFKA_NOTABLE = (("Marking the coordinator dead", "kafka: coordinator lost"),
+                 ("needs to re-join", "kafka: member unknown, rejoining"))
 
 
 # ------------------------------------------------------------------------------ metrics
@@ -117,7 +122,10 @@ def log_events(incarnations: list[Incarnation]) -> list[dict]:
         records, _ = read_log(inc)
         for record in records:
             event = record.get("event")
-            if event in MEMBERSHIP or event in NOTABLE:
+            if str(record.get("logger", "")).startswith("kafka"):
+                event = next((short for needle, short in KAFKA_NOTABLE if needle in str(event)),
+                             None)
+            if event in MEMBERSHIP or event in NOTABLE or event in dict(KAFKA_NOTABLE).values():
                 at = datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00")).timestamp()
                 parts = {p for _, p in record.get("partitions", [])}
                 events.append({"t": at, "worker": name, "event": event, "partitions": parts})
@@ -162,6 +170,9 @@ def explain_gaps(refs, produced_at: dict, placed: dict, outcomes: list, faults: 
     repeat_times = sorted(o.at for o in outcomes if o.at > first.get(o.ref_id, o.at))
     windows = {name: [(t0 + f["at_s"], t0 + f["at_s"] + f["lasted_s"]) for f in faults
                       if f["fault"] == name] for name in ("broker outage", "redis outage")}
+    windows["broker back"] = [(y, next((e["t"] for e in events if e["t"] > y
+                                        and e["event"] == "partitions_assigned"), end))
+                              for _, y in windows["broker outage"]]
     out = []
     for start_s, length in sorted(gaps):
         a, b = t0 + start_s, t0 + start_s + length
@@ -188,6 +199,8 @@ def slice_label(t: float, waiting: set[int], replayed: int, events: list[dict],
                 windows: dict) -> str:
     if any(x <= t < y for x, y in windows["broker outage"]):
         return "broker down"
+    if any(x <= t < y for x, y in windows["broker back"]):
+        return "broker back, no group"
     owner, dead = owners_at(events, t)
     if any(owner.get(p) is None for p in waiting):
         return "partitions unassigned"
@@ -203,6 +216,7 @@ def slice_label(t: float, waiting: set[int], replayed: int, events: list[dict],
 def cause_of(labels: Counter, length: float) -> str:
     """The labels covering at least a quarter of the gap, largest first, in words."""
     words = {"broker down": "broker outage", "partitions unassigned": "rebalance wait",
+             "broker back, no group": "broker back, workers not yet rejoined",
              "held by killed worker": "killed worker's partitions held until the group noticed",
              "replay": "replay of work whose commit had not passed it",
              "redis down": "Redis outage", "busy": "workers busy (loaded CPU), nothing finishing"}

@@ -77,3 +77,22 @@ def test_metrics_are_read_from_the_workers_own_page():
     figures = parse_metrics(metrics.render().decode())
 
     assert figures == {"assigned": 2, "in_flight": 7, "messages": 7, "lag": 7, "cache_up": 1}
+
+
+def test_after_a_broker_outage_the_wait_for_the_group_is_its_own_slice(tmp_path):
+    # The broker is away from 5 to 10 s; the workers get partitions again only at 14 s (their
+    # reconnect backoff); the waiting reference comes out at 16 s.
+    w0 = incarnation(tmp_path, "w0.1", 0, [(1, "partitions_assigned", [0]),
+                                             (13, "partitions_revoked", [0]),
+                                             (14, "partitions_assigned", [0])])
+    refs = [Reference("r0", "good", b"{}", VERDICT), Reference("r1", "good", b"{}", VERDICT)]
+    produced, placed = {"r0": T0 + 1, "r1": T0 + 4}, {"r0": (0, 0), "r1": (0, 1)}
+    outcomes = [Outcome("r0", "verdict", "w0", T0 + 2), Outcome("r1", "verdict", "w0", T0 + 16)]
+    faults = [{"fault": "broker outage", "at_s": 5.0, "lasted_s": 5.0}]
+
+    gaps = explain_gaps(refs, produced, placed, outcomes, faults, [w0], [], T0, T0 + 20,
+                        only_others=True)
+
+    assert gaps[0]["slices_s"] == {"broker down": 5.0, "broker back, no group": 4.0, "busy": 3.0}
+    assert gaps[0]["cause"] == ("broker outage + broker back, workers not yet rejoined + "
+                                "workers busy (loaded CPU), nothing finishing")
