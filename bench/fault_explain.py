@@ -20,6 +20,7 @@ A gap is cut into 1 s slices and each slice gets the first label that applies:
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import urllib.request
@@ -88,6 +89,8 @@ class MetricsSampler(threading.Thread):
 
     def run(self) -> None:
         while not self._stop.wait(self.every_s):
+            self.samples.append({"t": time.time(), "worker": "host", "up": False,
+                                 "load1": os.getloadavg()[0]})  # the machine's own load
             for inc in list(self.fleet.current.values()):
                 self.samples.append(self._sample(inc))
 
@@ -243,7 +246,8 @@ def metrics_in(samples: list[dict], a: float, b: float) -> dict:
     for s in samples:
         if a <= s["t"] <= b:
             by_worker.setdefault(s["worker"], []).append(s)
-    out = {}
+    host = by_worker.pop("host", [])
+    out: dict = {"load1_max": round(max(s["load1"] for s in host), 1)} if host else {}
     for worker, got in sorted(by_worker.items()):
         up = [s for s in got if s["up"]]
         out[worker] = {"answered": f"{len(up)}/{len(got)}"}

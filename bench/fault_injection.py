@@ -25,7 +25,9 @@ outcomes, duplicates (at-least-once allows them: counted, not failed), exits oth
 kills (with their last log lines), canary hits, non-JSON log lines, assignment/revocation lines
 without worker_id, the longest stall (references produced and waiting, none finishing; also
 without the dripping references, and outside the broker outage) and refs/s (it cannot pass the
-offered rate, --refs / --produce-s). Results: bench/results/fault-injection.json (--out).
+offered rate, --refs / --produce-s); each gap over 5 s is cut into what the group was doing
+(bench/fault_explain.py: each worker's /metrics every second, the membership lines of the logs).
+Results: bench/results/fault-injection.json (--out); metrics.jsonl beside the workers' logs.
 Exit status 1 if any run lost a reference, got a wrong outcome, had a worker exit on its own or
 a canary hit.
 """
@@ -361,6 +363,7 @@ def main(argv=None) -> int:
     finally:
         if not was_up:
             services("stop")
+    info["load_average_at_end"] = os.getloadavg()
     payload = {"machine": info, "config": {
         "refs": args.refs, "workers": args.workers, "partitions": args.partitions,
         "poison_share": args.poison, "pool": args.pool, "seed": args.seed,
