@@ -50,7 +50,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.fault_explain import MetricsSampler, explain_gaps, print_gaps  # noqa: E402
+from bench.fault_explain import MetricsSampler, explain_run, print_gaps  # noqa: E402
 from bench.fault_fixtures import Canary, ImageServer, build_references, make_jpeg  # noqa: E402
 from bench.fault_observe import (OutcomeReader, WorkerFleet, analyse_logs,  # noqa: E402
                                  environment_for_workers, held_behind_slow, stall_report)
@@ -292,9 +292,8 @@ def summarise(refs, producer: Producer, reader: OutcomeReader, fleet: WorkerFlee
         "faults": injector.timeline, "faults_skipped": injector.skipped,
         "outcomes_by_category": dict(sorted(by_category.items())),
         "logs": analyse_logs(fleet.all),
-        **{key: explain_gaps(refs, producer.produced_at, producer.placed, reader.outcomes,
-                             injector.timeline, fleet.all, sampler.samples, t0, ended, others)
-           for key, others in (("gaps", False), ("gaps_others", True))},
+        **explain_run(refs, producer.produced_at, producer.placed, reader.outcomes,
+                      injector.timeline, fleet.all, sampler.samples, t0, ended),
     }
 
 

@@ -96,3 +96,30 @@ def test_after_a_broker_outage_the_wait_for_the_group_is_its_own_slice(tmp_path)
     assert gaps[0]["slices_s"] == {"broker down": 5.0, "broker back, no group": 4.0, "busy": 3.0}
     assert gaps[0]["cause"] == ("broker outage + broker back, workers not yet rejoined + "
                                 "workers busy (loaded CPU), nothing finishing")
+
+
+def test_the_sampler_reads_a_live_metrics_page_and_stops(tmp_path):
+    from types import SimpleNamespace
+
+    from bench.fault_explain import MetricsSampler
+    from worker.health import HealthServer
+
+    metrics = Metrics()
+    metrics.assigned.set(3)
+    server = HealthServer(metrics, lambda: True, 0, host="127.0.0.1").start()
+    try:
+        w0 = incarnation(tmp_path, "w0.1", 0, [])
+        w0.log_path.write_text(json.dumps({"event": "worker_started",
+                                           "metrics_port": server.port}) + "\n")
+        sampler = MetricsSampler(SimpleNamespace(current={"w0": w0}), every_s=0.05)
+        sampler.start()
+        while not any(s.get("up") for s in sampler.samples):
+            sampler.join(0.05)
+        sampler.stop(tmp_path / "metrics.jsonl")
+    finally:
+        server.stop()
+    assert not sampler.is_alive()
+    up = [s for s in sampler.samples if s.get("up")]
+    assert up[0]["assigned"] == 3 and up[0]["worker"] == "w0.1"
+    assert any(s["worker"] == "host" for s in sampler.samples)
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == len(sampler.samples)
