@@ -4,8 +4,10 @@ GAP_S is split into what the group was doing meanwhile.
 
 A gap is cut into 1 s slices and each slice gets the first label that applies:
   broker down           the broker outage fault (stopping, down, starting again);
-  broker back, no group the broker is up again but no worker has been assigned partitions since
+  broker back, no group the broker is up again and nothing has come out nor been assigned since
                         (the clients' reconnect backoff, the coordinator loading the group);
+  dripping only         the only references waiting drip a byte at a time: each ends at the
+                        fetch deadline (a dead letter), by design;
   partitions unassigned a partition with references waiting was revoked and not yet assigned
                         again (a rebalance in progress: members rejoining, the new assignment);
   held by killed worker a partition with references waiting still belongs to a killed worker
@@ -173,8 +175,10 @@ def explain_gaps(refs, produced_at: dict, placed: dict, outcomes: list, faults: 
     repeat_times = sorted(o.at for o in outcomes if o.at > first.get(o.ref_id, o.at))
     windows = {name: [(t0 + f["at_s"], t0 + f["at_s"] + f["lasted_s"]) for f in faults
                       if f["fault"] == name] for name in ("broker outage", "redis outage")}
-    windows["broker back"] = [(y, next((e["t"] for e in events if e["t"] > y
-                                        and e["event"] == "partitions_assigned"), end))
+    outcome_times = sorted(o.at for o in outcomes)
+    windows["broker back"] = [(y, min(next((e["t"] for e in events if e["t"] > y
+                                            and e["event"] == "partitions_assigned"), end),
+                                      next((t for t in outcome_times if t > y), end)))
                               for _, y in windows["broker outage"]]
     out = []
     for start_s, length in sorted(gaps):
@@ -183,10 +187,12 @@ def explain_gaps(refs, produced_at: dict, placed: dict, outcomes: list, faults: 
         t = a
         while t < b:
             step = min(SLICE_S, b - t)
-            waiting = {placed[r.id][0] for r in keep if r.id in placed
-                       and produced_at[r.id] <= t and first.get(r.id, float("inf")) > t}
+            waiting = [r for r in keep if r.id in placed
+                       and produced_at[r.id] <= t and first.get(r.id, float("inf")) > t]
             replayed = bisect_right(repeat_times, t + step) - bisect_left(repeat_times, t)
-            labels[slice_label(t, waiting, replayed, events, windows)] += step
+            labels["dripping only" if all(r.category == "drip" for r in waiting) else
+                   slice_label(t, {placed[r.id][0] for r in waiting}, replayed, events,
+                               windows)] += step
             t += step
         out.append({"from_s": start_s, "seconds": length,
                     "cause": cause_of(labels, length),
@@ -232,7 +238,8 @@ def cause_of(labels: Counter, length: float) -> str:
              "broker back, no group": "broker back, workers not yet rejoined",
              "held by killed worker": "killed worker's partitions held until the group noticed",
              "replay": "replay of work whose commit had not passed it",
-             "redis down": "Redis outage", "busy": "workers busy (loaded CPU), nothing finishing"}
+             "redis down": "Redis outage", "busy": "workers busy (loaded CPU), nothing finishing",
+             "dripping only": "only dripping references waiting (fetch deadline)"}
     main = [words[k] for k, v in labels.most_common() if v >= 0.25 * length]
     return " + ".join(main) or words[labels.most_common(1)[0][0]]
 
