@@ -25,7 +25,9 @@ outcomes, duplicates (at-least-once allows them: counted, not failed), exits oth
 kills (with their last log lines), canary hits, non-JSON log lines, assignment/revocation lines
 without worker_id, the longest stall (references produced and waiting, none finishing; also
 without the dripping references, and outside the broker outage) and refs/s (it cannot pass the
-offered rate, --refs / --produce-s). Results: bench/results/fault-injection.json (--out).
+offered rate, --refs / --produce-s); each gap over 5 s is cut into what the group was doing
+(bench/fault_explain.py: each worker's /metrics every second, the membership lines of the logs).
+Results: bench/results/fault-injection.json (--out); metrics.jsonl beside the workers' logs.
 Exit status 1 if any run lost a reference, got a wrong outcome, had a worker exit on its own or
 a canary hit.
 """
@@ -48,6 +50,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.fault_explain import MetricsSampler, explain_run, print_gaps  # noqa: E402
 from bench.fault_fixtures import Canary, ImageServer, build_references, make_jpeg  # noqa: E402
 from bench.fault_observe import (OutcomeReader, WorkerFleet, analyse_logs,  # noqa: E402
                                  environment_for_workers, held_behind_slow, stall_report)
@@ -127,7 +130,7 @@ class Injector(threading.Thread):
 def build_bundle(out: Path, version: str) -> Path:
     """The tiny random bundle the tests use (tests/conftest.py: seed 0, preset tiny), through the
     CLI so that this process never loads torch."""
-    subprocess.run([sys.executable, "-m", "detector.cli", "bundle", "init", "--preset", "tiny",
+    subprocess.run([sys.executable, "-m", "shell.cli", "bundle", "init", "--preset", "tiny",
                     "--seed", "0", "--version", version, "--out", str(out)],
                    cwd=ROOT, check=True, capture_output=True)
     return out
@@ -217,8 +220,10 @@ def run_once(args: argparse.Namespace, index: int, env: dict[str, str], work: Pa
     reader = OutcomeReader(bootstrap, names["verdicts"], names["dead"]).start()
     finished = threading.Event()
     injector = None
+    sampler = MetricsSampler(fleet)
     try:
         fleet.start_all()
+        sampler.start()
         wait_for_group(fleet, args.partitions, args.start_timeout_s)
         t0 = time.time()
         producer = Producer(bootstrap, names["input"], refs, t0, args.produce_s)
@@ -241,18 +246,20 @@ def run_once(args: argparse.Namespace, index: int, env: dict[str, str], work: Pa
             time.sleep(0.5)
     finally:
         finished.set()
+        sampler.stop(log_dir / "metrics.jsonl")
         if fleet.current:  # an error above: no drain wanted, just no workers left behind
             fleet.stop_all(time.time(), timeout_s=30)
         reader.stop()
         server.stop()
         canary.stop()
-    report = summarise(refs, producer, reader, fleet, injector, canary, t0, ended)
+    report = summarise(refs, producer, reader, fleet, injector, canary, t0, ended, sampler)
     report.update(run=run, logs_dir=str(log_dir), image_server_requests=server.requests)
     return report
 
 
 def summarise(refs, producer: Producer, reader: OutcomeReader, fleet: WorkerFleet,
-              injector: Injector, canary: Canary, t0: float, ended: float) -> dict:
+              injector: Injector, canary: Canary, t0: float, ended: float,
+              sampler: MetricsSampler) -> dict:
     expected = {r.id: r for r in refs}
     seen = Counter(o.ref_id for o in reader.outcomes)
     lost = [r for r in refs if r.id not in seen and r.id not in producer.failed]
@@ -285,6 +292,8 @@ def summarise(refs, producer: Producer, reader: OutcomeReader, fleet: WorkerFlee
         "faults": injector.timeline, "faults_skipped": injector.skipped,
         "outcomes_by_category": dict(sorted(by_category.items())),
         "logs": analyse_logs(fleet.all),
+        **explain_run(refs, producer.produced_at, producer.placed, reader.outcomes,
+                      injector.timeline, fleet.all, sampler.samples, t0, ended),
     }
 
 
@@ -349,9 +358,11 @@ def main(argv=None) -> int:
         for index in range(args.runs):
             runs.append(run_once(args, index, service_env(), work))
             print_table(runs[-1:])
+            print_gaps(runs[-1])
     finally:
         if not was_up:
             services("stop")
+    info["load_average_at_end"] = os.getloadavg()
     payload = {"machine": info, "config": {
         "refs": args.refs, "workers": args.workers, "partitions": args.partitions,
         "poison_share": args.poison, "pool": args.pool, "seed": args.seed,

@@ -52,7 +52,7 @@ class WorkerFleet:
         log_path = self.log_dir / f"{slot}.{number}.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "detector.cli", "worker"], cwd=ROOT,
+                [sys.executable, "-m", "shell.cli", "worker"], cwd=ROOT,
                 env={**self.env, "FEATDISTILL_WORKER_ID": slot}, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)
         inc = Incarnation(slot, number, log_path, proc)

@@ -2,7 +2,8 @@
 
 The adapters take their kafka-python client as an argument, so these drive them with stand-ins
 that raise kafka-python's own errors; tests/test_worker_services.py and test_worker_faults.py run
-the worker against the real broker.
+the worker against the real broker. One test builds the worker's real clients: their reconnect
+backoff, which decides how soon the group is back after a broker outage.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from worker.adapters import kafka_io
 from worker.adapters.kafka_io import KafkaOutage, KafkaReferenceSource, KafkaVerdictSink, retry_through_outage
 from worker.logs import configure_logging
 from worker.ports import Outgoing
+from worker.settings import load_settings
 
 
 class Consumer:
@@ -127,3 +129,36 @@ def test_library_log_lines_are_json_with_the_worker_id(capsys, restore_logging):
     record = json.loads(line)
     assert record["event"] == "connect to 127.0.0.1:1 failed" and record["worker_id"] == "w-7"
     assert record["logger"] == "kafka.conn" and record["level"] == "warning"
+
+
+def connection_manager(client):
+    """kafka-python 3.0's connection manager of a consumer or a producer (private: the backoff
+    it applies is what matters here, and it is only seen there)."""
+    net = client._client if hasattr(client, "_client") else client._sender._client
+    return net._manager
+
+
+@pytest.mark.parametrize("setting, cap_ms",
+                         [({}, 1000), ({"RECONNECT_BACKOFF_MAX_MS": "250"}, 250)])
+def test_after_many_failed_connects_the_clients_retry_within_the_cap(setting, cap_ms):
+    # kafka-python doubles the wait after each failed connect up to its own 30 s: after a 30 s
+    # broker outage the fault-injection bench's workers slept up to 20 s more with the broker
+    # back. The worker's clients wait at most the setting (jitter: +20 %).
+    from services import require_services, unique
+
+    bootstrap, _ = require_services()
+    env = {"FEATDISTILL_BUNDLE": "/b", "FEATDISTILL_KAFKA_BOOTSTRAP": bootstrap,
+           "FEATDISTILL_GROUP_ID": unique("backoff"),
+           **{f"FEATDISTILL_KAFKA_{k}": v for k, v in setting.items()}}
+    config = load_settings(env).configs().kafka
+    source = KafkaReferenceSource.connect(config, unique("backoff"))
+    sink = KafkaVerdictSink.connect(config)
+    try:
+        for client in (source.consumer, sink.producer):
+            manager = connection_manager(client)
+            for _ in range(20):  # 50 ms doubled 20 times would be 14 hours
+                manager.update_backoff("broker")
+            assert 0 < manager.connection_delay("broker") <= 1.2 * cap_ms / 1000
+    finally:
+        source.close()
+        sink.close()

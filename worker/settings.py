@@ -153,6 +153,9 @@ class Settings(SecuritySettings):
     poll_max_records: int = Field(256, gt=0, description="records per poll at most")
     kafka_outage_s: float = Field(
         120.0, gt=0, description="broker outage waited out (connect, publish) before exiting")
+    kafka_reconnect_backoff_max_ms: int = Field(
+        1_000, gt=0, description="longest wait between attempts to reach a broker that went away "
+        "(kafka-python's own 30 s left workers idle long after the broker was back)")
     max_in_flight: int = Field(
         512, gt=0, description="messages polled and not yet published at most (then polling pauses)")
     max_in_flight_mb: float = Field(
@@ -223,6 +226,7 @@ class Settings(SecuritySettings):
                 heartbeat_interval_ms=self.heartbeat_interval_ms,
                 max_poll_interval_ms=self.max_poll_interval_ms,
                 outage_s=self.kafka_outage_s, security=self.kafka_security(),
+                reconnect_backoff_max_ms=self.kafka_reconnect_backoff_max_ms,
             ),
             pipeline=PipelineConfig(
                 input_topic=self.input_topic, verdict_topic=self.verdict_topic,

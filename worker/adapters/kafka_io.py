@@ -50,6 +50,10 @@ class KafkaConfig:
     # One attempt at reaching the bootstrap servers when a client is built (kafka-python's own
     # default is 30 s); the outage loop retries it. A refusal is not retried (kafka_probe).
     bootstrap_timeout_s: float = 10.0
+    # The longest wait between attempts to reach a broker that went away. kafka-python doubles
+    # it from 50 ms up to its own default of 30 s: after a 30 s outage a worker slept up to 20 s
+    # more with the broker back (the fault-injection bench), longer than the group's stall bar.
+    reconnect_backoff_max_ms: int = 1_000
 
 
 T = TypeVar("T")
@@ -119,6 +123,7 @@ class KafkaReferenceSource:
                 heartbeat_interval_ms=config.heartbeat_interval_ms,
                 max_poll_interval_ms=config.max_poll_interval_ms,
                 bootstrap_timeout_ms=int(config.bootstrap_timeout_s * 1000),
+                reconnect_backoff_max_ms=config.reconnect_backoff_max_ms,
                 **client_options(config.security),
             )
 
@@ -237,6 +242,7 @@ class KafkaVerdictSink:
                 # KafkaTimeoutError that the outage loop retries.
                 max_block_ms=int(config.publish_timeout_s * 1000),
                 bootstrap_timeout_ms=int(config.bootstrap_timeout_s * 1000),
+                reconnect_backoff_max_ms=config.reconnect_backoff_max_ms,
                 **client_options(config.security),
             )
 
