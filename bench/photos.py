@@ -7,6 +7,11 @@ for 12 MP: the entropy decoding a draft decode cannot skip scales with it), and 
 92, 4:2:0, with camera EXIF (or as PNG, to exercise the other decode path). Portrait shots are
 stored as phones store them: landscape pixels plus an EXIF orientation that turns them on display.
 
+The phone mix (`cached_phone_mix`) is a set like the one the CPU-budget issue measured (12 everyday
+phone and camera photos, 1.2-14.7 MP, mean 6.7 MP): sizes spread over that range, JPEG quality
+85-92 and sensor noise by ISO, 4:2:0, each with a camera's EXIF (sizes, exposure, GPS, a maker
+note of a phone's size).
+
 The files are written under a cache folder (never into the repository) and reused by name.
 """
 from __future__ import annotations
@@ -27,7 +32,17 @@ _TURN = {1: None, 3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90,
          8: Image.Transpose.ROTATE_270}  # the inverse of what each orientation asks on display
 
 
-def camera_exif(orientation: int, seed: int) -> bytes:
+# (megapixels, JPEG quality, sensor noise) of the phone mix: 1.2-14.7 MP, mean 6.7 MP as in the
+# issue's set; quality and noise as phones and cameras vary them (noise grows with the ISO).
+PHONE_MIX = ((1.2, 90, 2.0), (2.0, 85, 3.0), (3.1, 92, 2.0), (4.0, 88, 4.0), (5.0, 90, 3.0),
+             (6.0, 85, 2.0), (7.0, 92, 3.0), (8.0, 88, 2.0), (8.3, 90, 4.0), (9.1, 85, 3.0),
+             (12.0, 92, 3.0), (14.7, 88, 2.0))
+
+
+def camera_exif(orientation: int, seed: int, size: tuple[int, int] | None = None,
+                maker_note: int = 0) -> bytes:
+    """EXIF as a camera writes it; with `size`, the pixel dimensions, GPS and a maker note of
+    `maker_note` bytes too (phones write 10-40 kB of EXIF that every decode parses)."""
     exif = Image.Exif()
     exif[0x010F] = "FeatDistillCam"  # Make
     exif[0x0110] = "Bench Phone 12"  # Model
@@ -39,6 +54,15 @@ def camera_exif(orientation: int, seed: int) -> bytes:
     ifd[0x829D] = 1.8  # FNumber
     ifd[0x8827] = 50 + 25 * (seed % 8)  # ISOSpeedRatings
     ifd[0x920A] = 4.2  # FocalLength
+    if size:
+        ifd[0xA002], ifd[0xA003] = size  # PixelXDimension, PixelYDimension
+        ifd[0x9003] = exif[0x0132]  # DateTimeOriginal
+        ifd[0xA405] = 26  # FocalLengthIn35mmFilm
+        gps = exif.get_ifd(0x8825)
+        gps[1], gps[2] = "N", (48.0, 51.0, 24.0)  # GPSLatitudeRef, GPSLatitude
+        gps[3], gps[4] = "E", (2.0, 21.0, 7.0)  # GPSLongitudeRef, GPSLongitude
+    if maker_note:
+        ifd[0x927C] = np.random.default_rng(seed).bytes(maker_note)  # MakerNote: opaque
     return exif.tobytes()
 
 
@@ -66,13 +90,14 @@ def phone_pixels(source: Image.Image, megapixels: float, orientation: int = 1, s
 
 
 def phone_file(source: Image.Image, megapixels: float, orientation: int = 1, seed: int = 0,
-               fmt: str = "JPEG", noise: float = 3.0) -> bytes:
-    """A phone-like file: JPEG quality 92, 4:2:0 (or a fast PNG), with camera EXIF."""
+               fmt: str = "JPEG", noise: float = 3.0, quality: int = 92,
+               maker_note: int = 0) -> bytes:
+    """A phone-like file: JPEG (quality 92 unless told), 4:2:0 (or a fast PNG), camera EXIF."""
     img = phone_pixels(source, megapixels, orientation, seed, noise)
     buf = io.BytesIO()
-    exif = camera_exif(orientation, seed)
+    exif = camera_exif(orientation, seed, img.size if maker_note else None, maker_note)
     if fmt == "JPEG":
-        img.save(buf, "JPEG", quality=92, subsampling="4:2:0", exif=exif)
+        img.save(buf, "JPEG", quality=quality, subsampling="4:2:0", exif=exif)
     else:
         img.save(buf, fmt, exif=exif, compress_level=1)
     return buf.getvalue()
@@ -92,8 +117,32 @@ def cached_phone_files(sources: list[Path], megapixels: float, fmt: str = "JPEG"
         if not path.exists():
             with Image.open(src) as img:
                 data = phone_file(img, megapixels, orientation, seed=i, fmt=fmt)
-            tmp = path.with_name(path.name + ".partial")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+            _write_atomic(path, data)
         out.append(path)
     return out
+
+
+def cached_phone_mix(sources: list[Path], tag: str = "photos") -> list[Path]:
+    """The phone mix (PHONE_MIX, cycled if there are more sources), one JPEG per source, made
+    once under CACHE."""
+    folder = CACHE / f"{tag}-phone-mix"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, src in enumerate(sources):
+        megapixels, quality, noise = PHONE_MIX[i % len(PHONE_MIX)]
+        orientation = ORIENTATIONS[i % len(ORIENTATIONS)]
+        key = hashlib.sha256(f"{src}|{megapixels}|{quality}|{noise}|{orientation}|{i}".encode())
+        path = folder / f"{i:04d}-{megapixels:g}mp-q{quality}-o{orientation}-{key.hexdigest()[:10]}.jpg"
+        if not path.exists():
+            with Image.open(src) as img:
+                data = phone_file(img, megapixels, orientation, seed=i, noise=noise,
+                                  quality=quality, maker_note=16_000 + 1_000 * (i % 8))
+            _write_atomic(path, data)
+        out.append(path)
+    return out
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_bytes(data)
+    tmp.replace(path)

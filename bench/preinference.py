@@ -1,24 +1,32 @@
 """What an image costs before inference, on one core: fetch + decode + hash + preprocess, the old
-path (full-size decode) against the new one (decoded reduced to the detector's decode_side).
+path (full-size decode) against the new one (decoded reduced to the detector's decode_side), at
+the worker's margin (DECODE_MARGIN) and the others asked for.
 
-    python bench/preinference.py [--photos 12] [--megapixels 12,1] [--presets starter,paper]
-                                 [--repeat 3] [--workers 2]
+    python bench/preinference.py [--photos 12] [--sets 12mp,phone-mix,1mp]
+        [--presets starter,paper] [--margins 1.5,2,1] [--repeat 3] [--workers 2] [--budget-ms 25]
 
-Photos: real photos of ../shared/data/aigi/real made phone-like by bench/photos.py (12 MP and
-1 MP JPEGs, quality 92, sensor noise and sharpening, camera EXIF, a mix of EXIF orientations),
-generated once under the cache folder, never in the repository.
+Photos: real photos of ../shared/data/aigi/real made phone-like by bench/photos.py, generated
+once under the cache folder, never in the repository: `12mp` and `1mp` (every photo at that size,
+quality 92, sensor noise and sharpening, camera EXIF, a mix of EXIF orientations) and
+`phone-mix` (1.2-14.7 MP, mean 6.7 MP, quality 85-92, like the issue's 12 phone and camera
+photos).
 
 Stages, as the worker runs them: fetch (ImageFetcher on file://, from the page cache), decode
-(detector.images.decode_image), hash (sha256 of the bytes + pHash of the decoded image),
-preprocess (detector.preprocess.to_tensor for each distinct expert input). Each stage is timed
-in CPU time of the calling thread (time.thread_time), best of --repeat passes per image, so that
-other processes sharing the machine inflate the figures little; the wall time of the whole
-single-thread pass is reported beside it. The old path is today's decode_image without
-min_side, which makes one full-size copy fewer than the decode it replaces.
+(detector.images.decode_image), hash (worker.cache_match.fingerprint: sha256 of the bytes and of
+the pixels, pHash probes, signature), preprocess (detector.preprocess.to_tensor for each
+distinct expert input). Each stage is timed in CPU time of the calling thread
+(time.thread_time), best of --repeat passes per image, so that other processes sharing the
+machine inflate the figures little; the wall time of the whole single-thread pass is reported
+beside it. The old path is today's decode_image without min_side.
 
-Then the parallelism check, new path, starter preset: the same images through N threads (the
-worker's fetch pool) and through N processes, images/s of wall time. Threads that match the
-processes mean the work is not held back by the GIL.
+Then the cost model: over every photo on the worker's path (starter) and a 12 MP file saved
+with more or less noise (bytes_sweep), ms = fixed + per MB + per MP by least squares; per MB is
+the entropy decoding no draft skips, and the largest file within --budget-ms follows from it.
+
+Then the parallelism check, worker's path, starter preset: the same images through 1 thread,
+N threads (the worker's fetch pool) and N processes, images/s of wall time and the cores their
+tasks kept busy. Threads that match the processes mean the work is not held back by the GIL;
+N threads against 1 is the scaling, when the machine has N cores free.
 Writes bench/results/preinference.json.
 """
 from __future__ import annotations
@@ -35,12 +43,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import write_json  # noqa: E402
-from bench.photos import CACHE, cached_phone_files  # noqa: E402
+from bench.photos import CACHE, cached_phone_files, cached_phone_mix  # noqa: E402
 from detector import presets  # noqa: E402
 from detector.images import decode_image  # noqa: E402
 from detector.preprocess import DECODE_MARGIN, decode_side, to_tensor  # noqa: E402
 from worker.adapters.fetch import FetchConfig, ImageFetcher  # noqa: E402
-from worker.hashing import phash, sha256_hex  # noqa: E402
+from worker.cache_match import fingerprint  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "aigi" / "real"
 STAGES = ("fetch", "decode", "hash", "preprocess")
@@ -62,7 +70,7 @@ def one_image(fetcher: ImageFetcher, uri: str, specs, min_side: int | None) -> d
     t1 = clock()
     img = decode_image(data, min_side=min_side)
     t2 = clock()
-    sha256_hex(data), phash(img)
+    fingerprint(data, img)  # the worker's hash stage: sha256s of bytes and pixels, pHash, signature
     t3 = clock()
     for spec in specs:
         to_tensor(img, spec)
@@ -83,7 +91,8 @@ def single_core(paths: list[Path], specs, min_side: int | None, repeat: int) -> 
     return {"ms_per_image": {k: round(v, 2) for k, v in ms.items()}, "ms_total": round(total, 2),
             "images_per_s_per_core": round(1000 / total, 1),
             "wall_ms_per_image": round(1000 * wall, 2),
-            "ms_per_photo": [round(1000 * sum(b.values()), 1) for b in best]}
+            "ms_per_photo": [round(1000 * sum(b.values()), 1) for b in best],
+            "decode_ms_per_photo": [round(1000 * b["decode"], 1) for b in best]}
 
 
 _worker_state: dict = {}
@@ -101,12 +110,13 @@ def _task(uri: str) -> float:
 
 
 def parallel(paths: list[Path], specs, min_side: int, workers: int, rounds: int) -> dict:
-    """images/s of wall time through `workers` threads and through `workers` processes, and how
-    many cores their tasks kept busy (CPU seconds of the tasks / wall seconds)."""
+    """images/s of wall time through one thread, `workers` threads and `workers` processes, and
+    how many cores their tasks kept busy (CPU seconds of the tasks / wall seconds)."""
     uris = [p.as_uri() for p in paths] * rounds
     out = {}
     _init_worker(specs, min_side)
-    for name, pool in (("threads", ThreadPoolExecutor(workers)),
+    for name, pool in (("1 thread", ThreadPoolExecutor(1)),
+                       ("threads", ThreadPoolExecutor(workers)),
                        ("processes", ProcessPoolExecutor(workers, initializer=_init_worker,
                                                          initargs=(specs, min_side)))):
         with pool:
@@ -118,6 +128,8 @@ def parallel(paths: list[Path], specs, min_side: int, workers: int, rounds: int)
                      "cores_busy": round(cpu / wall, 2)}
     out["threads_vs_processes"] = round(out["threads"]["images_per_s"]
                                         / out["processes"]["images_per_s"], 2)
+    out["threads_vs_1_thread"] = round(out["threads"]["images_per_s"]
+                                       / out["1 thread"]["images_per_s"], 2)
     return out
 
 
@@ -137,7 +149,7 @@ def bytes_sweep(source: Path, specs, side: int, repeat: int) -> list[dict]:
             with Image.open(source) as img:
                 path.write_bytes(phone_file(img, 12.0, 1, seed=0, noise=noise))
         runs = [one_image(fetcher, path.as_uri(), specs, side) for _ in range(repeat)]
-        rows.append({"noise": noise, "mb": round(path.stat().st_size / 1e6, 2),
+        rows.append({"noise": noise, "mb": round(path.stat().st_size / 1e6, 3), "megapixels": 12.0,
                      "decode_ms": round(1000 * min(r["decode"] for r in runs), 2),
                      "total_ms": round(1000 * min(sum(r.values()) for r in runs), 2)})
     return rows
@@ -146,59 +158,106 @@ def bytes_sweep(source: Path, specs, side: int, repeat: int) -> list[dict]:
 def photo_info(paths: list[Path]) -> dict:
     from PIL import Image
 
-    sizes = [Image.open(p).size for p in paths]
-    return {"count": len(paths),
-            "megapixels_mean": round(float(np.mean([w * h for w, h in sizes])) / 1e6, 2),
-            "mb_mean": round(float(np.mean([p.stat().st_size for p in paths])) / 1e6, 2)}
+    megapixels = [w * h / 1e6 for w, h in (Image.open(p).size for p in paths)]
+    mb = [p.stat().st_size / 1e6 for p in paths]
+    return {"count": len(paths), "megapixels_mean": round(float(np.mean(megapixels)), 2),
+            "mb_mean": round(float(np.mean(mb)), 2),
+            "megapixels": [round(m, 2) for m in megapixels], "mb": [round(m, 3) for m in mb]}
+
+
+def cost_model(points: list[tuple[float, float, float, float]], budget_ms: float) -> dict:
+    """Least squares over (MB, MP, decode ms, total ms) of every photo measured on the worker's
+    path: ms = fixed + per_mb x MB + per_mp x MP. per_mb is the entropy decoding (the floor no
+    draft removes); per_mp what still scales with pixels (parsing, the 1/8 IDCT, reduction).
+    Then the largest file that keeps the total within `budget_ms`, at a few pixel counts."""
+    mb, mp, decode, total = (np.array(c) for c in zip(*points))
+    design = np.column_stack([np.ones_like(mb), mb, mp])
+    out = {}
+    for name, ms in (("decode", decode), ("total", total)):
+        coef, *_ = np.linalg.lstsq(design, ms, rcond=None)
+        resid = ms - design @ coef
+        out[name] = {"ms_fixed": round(float(coef[0]), 2), "ms_per_mb": round(float(coef[1]), 2),
+                     "ms_per_mp": round(float(coef[2]), 2),
+                     "rms_error_ms": round(float(np.sqrt(np.mean(resid**2))), 2)}
+    fit = out["total"]
+    out[f"mb_within_{budget_ms:g}ms"] = {
+        f"{m:g}mp": round((budget_ms - fit["ms_fixed"] - fit["ms_per_mp"] * m) / fit["ms_per_mb"], 2)
+        for m in (1.0, 6.7, 12.0)}
+    out["points"] = len(mb)
+    return out
+
+
+def photo_sets(names: str, sources: list[Path]) -> dict[str, list[Path]]:
+    """`12mp`, `1mp` ...: every photo at that size (quality 92); `phone-mix`: bench.photos's mix."""
+    return {name: (cached_phone_mix(sources, tag="preinference") if name == "phone-mix" else
+                   cached_phone_files(sources, float(name.removesuffix("mp")), "JPEG",
+                                      tag="preinference"))
+            for name in names.split(",")}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=12)
-    parser.add_argument("--megapixels", default="12,1")
+    parser.add_argument("--sets", default="12mp,phone-mix,1mp")
     parser.add_argument("--presets", default="starter,paper")
-    parser.add_argument("--margins", default=f"{DECODE_MARGIN:g},1.5",
+    parser.add_argument("--margins", default=f"{DECODE_MARGIN:g},2,1",
                         help="decode margins of the new path (the first is the worker's)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rounds", type=int, default=2, help="passes over the photos, parallel")
+    parser.add_argument("--budget-ms", type=float, default=25.0)
     args = parser.parse_args(argv)
     sources = source_photos(args.photos)
-    margins = [float(m) for m in args.margins.split(",")]
+    margins = list(dict.fromkeys(float(m) for m in args.margins.split(",")))
     result = {"photos": {}, "single_core": {}, "parallel": {}}
-    for mp in (float(m) for m in args.megapixels.split(",")):
-        paths = cached_phone_files(sources, mp, "JPEG", tag="preinference")
-        key = f"{mp:g}mp"
-        result["photos"][key] = photo_info(paths)
+    starter = list(dict.fromkeys(e.preprocess for e in presets.starter().experts))
+    points = []  # (MB, MP, decode ms, total ms) per photo, starter on the worker's path
+    for key, paths in photo_sets(args.sets, sources).items():
+        result["photos"][key] = info = photo_info(paths)
+        print(f"{key}: {info['count']} photos, {info['megapixels_mean']} MP, "
+              f"{info['mb_mean']} MB mean", flush=True)
         for preset in args.presets.split(","):
             specs = list(dict.fromkeys(e.preprocess for e in presets.PRESETS[preset]().experts))
-            row = {"old": single_core(paths, specs, None, args.repeat)}
-            print(f"{key:>5} {preset:<8} old: {row['old']['ms_per_image']} "
-                  f"= {row['old']['ms_total']} ms", flush=True)
-            for margin in margins:
-                side = decode_side(specs, margin)
-                row[f"new@{margin:g}"] = new = {"decode_side": side,
-                                                **single_core(paths, specs, side, args.repeat)}
-                new["speedup"] = round(row["old"]["ms_total"] / new["ms_total"], 2)
-                print(f"{key:>5} {preset:<8} new, margin {margin:g} (side {side}): "
-                      f"{new['ms_per_image']} = {new['ms_total']} ms "
-                      f"({new['images_per_s_per_core']} img/s/core)", flush=True)
-            result["single_core"][f"{key}/{preset}"] = row
-        specs = list(dict.fromkeys(e.preprocess for e in presets.starter().experts))
+            result["single_core"][f"{key}/{preset}"] = row = compare_paths(
+                key, preset, paths, specs, margins, args.repeat)
+            if preset == "starter":
+                new = row[f"new@{margins[0]:g}"]
+                points += zip(info["mb"], info["megapixels"], new["decode_ms_per_photo"],
+                              new["ms_per_photo"])
+        side = decode_side(starter, margins[0])
         result["parallel"][key] = par = {
             "fetch+decode+hash (the worker's pool today)": parallel(
-                paths, [], decode_side(specs), args.workers, args.rounds),
-            "fetch+decode+hash+preprocess (proposed)": parallel(
-                paths, specs, decode_side(specs), args.workers, args.rounds)}
-        for what, row in par.items():
-            print(f"{key:>5} starter, {args.workers} workers, {what}: {row}", flush=True)
-    specs = list(dict.fromkeys(e.preprocess for e in presets.starter().experts))
+                paths, [], side, args.workers, args.rounds),
+            "fetch+decode+hash+preprocess": parallel(paths, starter, side, args.workers,
+                                                     args.rounds)}
+        for what, prow in par.items():
+            print(f"{key:>9} starter, {args.workers} workers, {what}: {prow}", flush=True)
     result["bytes_sweep_12mp_starter"] = sweep = bytes_sweep(
-        sources[0], specs, decode_side(specs), args.repeat)
-    print("12 MP, new path, by file size:", sweep)
+        sources[0], starter, decode_side(starter, margins[0]), args.repeat)
+    print("12 MP, worker's path, by file size:", sweep)
+    points += [(r["mb"], r["megapixels"], r["decode_ms"], r["total_ms"]) for r in sweep]
+    result["cost_model_starter"] = model = cost_model(points, args.budget_ms)
+    print("cost model (starter, worker's path):", model)
     print(f"wrote {write_json('preinference', result)}")
     return 0
+
+
+def compare_paths(key: str, preset: str, paths: list[Path], specs, margins: list[float],
+                  repeat: int) -> dict:
+    """The old path (full decode) and the new one at each margin, one core."""
+    row = {"old": single_core(paths, specs, None, repeat)}
+    print(f"{key:>9} {preset:<8} old: {row['old']['ms_per_image']} "
+          f"= {row['old']['ms_total']} ms", flush=True)
+    for margin in margins:
+        side = decode_side(specs, margin)
+        row[f"new@{margin:g}"] = new = {"decode_side": side,
+                                        **single_core(paths, specs, side, repeat)}
+        new["speedup"] = round(row["old"]["ms_total"] / new["ms_total"], 2)
+        print(f"{key:>9} {preset:<8} new, margin {margin:g} (side {side}): "
+              f"{new['ms_per_image']} = {new['ms_total']} ms "
+              f"({new['images_per_s_per_core']} img/s/core)", flush=True)
+    return row
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Our spec-driven preprocessing against the libraries' own transforms for the same model."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -90,10 +92,10 @@ def test_batch_stacks():
     assert batch.shape == (3, 3, 224, 224) and batch.dtype == torch.float32
 
 
-def test_decode_side_is_twice_the_largest_input():
-    assert decode_side([CLIP_224]) == 448
-    assert decode_side([CLIP_224, SIGLIP_384]) == 768
-    assert decode_side([CLIP_224], margin=1.5) == 336
+def test_decode_side_is_one_and_a_half_times_the_largest_input():
+    assert decode_side([CLIP_224]) == 336
+    assert decode_side([CLIP_224, SIGLIP_384]) == 576
+    assert decode_side([CLIP_224], margin=2) == 448
 
 
 def test_detector_decode_side_comes_from_its_experts(tiny_bundle):
@@ -101,7 +103,8 @@ def test_detector_decode_side_comes_from_its_experts(tiny_bundle):
 
     detector = Detector.load(tiny_bundle)
     assert detector.decode_side == decode_side(detector.preprocess_specs)
-    assert detector.decode_side == 2 * max(spec.size for spec in detector.preprocess_specs)
+    assert detector.decode_side == math.ceil(
+        1.5 * max(spec.size for spec in detector.preprocess_specs))
 
 
 SQUASH_96 = PreprocessSpec(size=96, resize_mode="squash", mean=HALF, std=HALF)
@@ -119,8 +122,14 @@ def test_reduced_decode_gives_close_inputs(fmt, spec):
     on the same images: a crop one output pixel off gives 0.045-0.056, a nearest-neighbour
     (aliased) halving 0.054, a wrong orientation 1.2. The detector's own verdict on the change
     is bench/decode_fidelity.py's (bench/results/decode-fidelity.json).
+
+    The reduction is checked at margin 2, where these bounds tell a correct route from a broken
+    one. At the worker's margin (DECODE_MARGIN, 1.5) this image, noise on every pixel, differs
+    by a mean of 0.06 (max 0.40): what a 1.5x resize leaves of the DCT scaling's aliasing on
+    white noise. The margin is chosen on the detector's scores over photos (AUC within 0.005),
+    not on this image.
     """
-    side = decode_side([spec])
+    side = decode_side([spec], margin=2.0)
     for size in [(3 * side + 11, 2 * side + 5), (2 * side, 3 * side)]:  # reduced by 2 and 3
         options = {"quality": 95} if fmt != "PNG" else {}
         data = image_bytes(make_image(*size, seed=7), fmt, **options)
