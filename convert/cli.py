@@ -57,6 +57,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     imp.set_defaults(func=_import_onnx)
 
+    dino = wsub.add_parser(
+        "import-dinov2-onnx",
+        help="convert the DINOv2 backbone inside an fp32 ONNX graph to a transformers Dinov2Model folder",
+        description="Read the transformers Dinov2Model tensors out of the graph (other parts of it, "
+        "such as a task head, are ignored), build the model, compare its final-layernorm tokens "
+        "with the graph's in onnxruntime (when installed) and write config.json + model.safetensors "
+        "only if they agree.",
+    )
+    dino.add_argument("onnx", type=Path, metavar="FILE", help="the .onnx graph")
+    dino.add_argument("--out", type=Path, required=True, help="the model folder to write")
+    dino.add_argument("--heads", type=int, default=None,
+                      help="attention heads (not in any shape; default: width / 64, as in every DINOv2)")
+    dino.add_argument("--max-abs-diff", type=float, default=1e-3,
+                      help="fail above this difference to the graph's tokens (default 1e-3)")
+    dino.set_defaults(func=_import_dinov2_onnx)
+
 
 def _json_object(text: str) -> dict:
     try:
@@ -150,4 +166,33 @@ def _import_onnx(args: argparse.Namespace) -> int:
         print(f"note: {report.note}")
     size_mb = args.out.stat().st_size / 1e6
     print(f"wrote {args.out} ({size_mb:.1f} MB) in {report.seconds['total']:.1f} s")
+    return 0
+
+
+def _import_dinov2_onnx(args: argparse.Namespace) -> int:
+    try:
+        import onnx  # noqa: F401  (imported here only to fail early and clearly)
+
+        from convert.onnx_dinov2 import Dinov2ImportError, import_dinov2
+    except ImportError as exc:
+        raise CliError(f"{exc.name} is not installed: pip install 'featdistill[onnx]'") from exc
+    try:
+        import onnxruntime  # noqa: F401
+        check = True
+    except ImportError:
+        check = False
+    if not args.onnx.is_file():
+        raise CliError(f"{args.onnx} not found")
+    try:
+        config, result = import_dinov2(args.onnx, args.out, args.heads, check, args.max_abs_diff)
+    except Dinov2ImportError as exc:
+        raise CliError(f"{exc}; {args.out} not written") from exc
+    print(f"read {args.onnx.name}: Dinov2Model {config['num_hidden_layers']} blocks, width "
+          f"{config['hidden_size']}, {config['num_attention_heads']} heads, patch {config['patch_size']}")
+    if result is None:
+        print("onnxruntime is not installed: the conversion was NOT checked against the graph")
+    else:
+        print(f"onnxruntime agreement on {result.images} random inputs (final layernorm tokens): "
+              f"max abs diff {result.max_abs_diff:.2e}, min cosine {result.min_cosine:.7f}")
+    print(f"wrote {args.out}")
     return 0

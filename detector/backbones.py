@@ -1,7 +1,7 @@
 """Vision backbones behind one small interface, built from a BackboneSpec.
 
 Two backends: open_clip (CLIP ViTs, and SigLIP through its timm-trunk configs) and transformers
-(SiglipVisionModel, CLIP vision towers). Weights come only from explicit local paths; nothing here
+(SiglipVisionModel, CLIP vision towers, Dinov2Model). Weights come only from explicit local paths; nothing here
 can reach a model hub: open_clip is given no pretrained tag and transformers runs with
 local_files_only.
 
@@ -29,6 +29,7 @@ TRANSFORMERS_CLASSES: dict[str, tuple[Feature, ...]] = {
     "SiglipVisionModel": ("pooled",),
     "CLIPVisionModel": ("pooled",),
     "CLIPVisionModelWithProjection": ("embed",),
+    "Dinov2Model": ("pooled",),  # pooled: the final layernorm's class token
 }
 
 
@@ -323,15 +324,28 @@ class TransformersBackbone(Backbone):
             return out.image_embeds, tokens
         return out.pooler_output, tokens
 
+    # The layouts differ in names only: CLIP/SigLIP `encoder.layers` + `post_layernorm`, DINOv2
+    # `encoder.layer` + `layernorm` (its layer scales live inside the blocks).
+    @property
+    def _blocks_name(self) -> str:
+        return "encoder.layers" if hasattr(self.tower.encoder, "layers") else "encoder.layer"
+
+    @property
+    def _final_norm(self) -> nn.Module:
+        t = self.tower
+        return t.post_layernorm if hasattr(t, "post_layernorm") else t.layernorm
+
     def parts(self) -> BackboneParts:
         t, name = self.tower, self.tower_name
+        blocks = t.get_submodule(self._blocks_name)
+        emb = t.embeddings
         return BackboneParts(
             stem=_present(t, name, ("embeddings", "pre_layrnorm")),
-            blocks=tuple(f"{name}.encoder.layers.{i}" for i in range(len(t.encoder.layers))),
-            head=_present(t, name, ("post_layernorm", "head"))
+            blocks=tuple(f"{name}.{self._blocks_name}.{i}" for i in range(len(blocks))),
+            head=_present(t, name, ("post_layernorm", "layernorm", "head"))
             + _present(self.model, "model", ("visual_projection",)),
-            # CLIP leads with a class token, SigLIP has none
-            prefix_tokens=1 if hasattr(t.embeddings, "class_embedding") else 0)
+            # CLIP and DINOv2 lead with a class token, SigLIP has none
+            prefix_tokens=1 if hasattr(emb, "class_embedding") or hasattr(emb, "cls_token") else 0)
 
     def forward_stem(self, pixels):
         tokens = self.tower.embeddings(pixels)
@@ -339,15 +353,15 @@ class TransformersBackbone(Backbone):
         return pre_norm(tokens) if pre_norm is not None else tokens
 
     def run_block(self, index, tokens):
-        out = self.tower.encoder.layers[index](tokens, None)  # no attention mask: all patches
+        out = self.tower.get_submodule(self._blocks_name)[index](tokens, None)  # no mask: all patches
         return out[0] if isinstance(out, tuple) else out
 
     def forward_head(self, tokens, feature):
         t = self.tower
         if getattr(t, "use_head", False):  # SigLIP: norm every token, attention-pool them
             pooled = t.head(t.post_layernorm(tokens))
-        else:  # CLIP: the class token, normed
-            pooled = t.post_layernorm(tokens[:, 0])
+        else:  # CLIP, DINOv2: the class token, normed (a per-token norm: the same as norming all)
+            pooled = self._final_norm(tokens[:, 0])
         return self.model.visual_projection(pooled) if feature == "embed" else pooled
 
 

@@ -157,4 +157,48 @@ def univfd(version: str = "univfd-untrained") -> EnsembleSpec:
     return EnsembleSpec(experts=(probe,), threshold=0.5, version=version)
 
 
-PRESETS = {"paper": paper, "base": base, "tiny": tiny, "starter": starter, "univfd": univfd}
+# facebook/dinov2-small (ViT-S/14, 22 M parameters): a second kind of backbone, self-supervised
+# rather than contrastive. Its position grid is 37 x 37 (518 px); transformers interpolates it to
+# the 16 x 16 patches of a 224 px input. Converted offline: scripts/fetch_dinov2_backbone.sh.
+DINOV2_S14 = {
+    "model_type": "dinov2",
+    "hidden_size": 384,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 6,
+    "mlp_ratio": 4,
+    "patch_size": 14,
+    "image_size": 518,
+    "layerscale_value": 1.0,
+    "layer_norm_eps": 1e-6,
+    "hidden_act": "gelu",
+}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DINOV2_224 = PreprocessSpec(size=224, resize_mode="shortest", crop=True, mean=IMAGENET_MEAN,
+                            std=IMAGENET_STD)
+
+
+def dinov2_expert(name: str, config=None, preprocess=DINOV2_224, dim=384, shared_blocks=0):
+    return ExpertSpec(
+        name=name,
+        backbone=BackboneSpec("transformers", "Dinov2Model", dict(config or DINOV2_S14)),
+        feature="pooled",
+        preprocess=preprocess,
+        head=HeadSpec(in_dim=dim),
+        shared_blocks=shared_blocks,
+    )
+
+
+def dinov2(version: str = "dinov2-untrained") -> EnsembleSpec:
+    """The starter's layout on DINOv2 ViT-S/14: first 10 of 12 blocks frozen and shared, each
+    expert's last two blocks low-rank tuned; plus `dinov2-probe`, the UnivFD-style linear probe
+    on its class token (train one expert of the preset at a time: `dinov2:<name>`)."""
+    experts = tuple(dinov2_expert(f"dinov2-s14-{tag}", shared_blocks=STARTER_SHARED_BLOCKS)
+                    for tag in "ab")
+    probe = dinov2_expert("dinov2-probe", shared_blocks=STARTER_SHARED_BLOCKS)
+    probe = replace(probe, head=replace(probe.head, hidden=0, dropout=0.0))
+    return EnsembleSpec(experts=experts + (probe,), threshold=0.5, version=version)
+
+
+PRESETS = {"paper": paper, "base": base, "tiny": tiny, "starter": starter, "univfd": univfd,
+           "dinov2": dinov2}

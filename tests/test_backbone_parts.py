@@ -25,6 +25,11 @@ from conftest import make_image
 TINY_CLIP_HF = {"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64,
                 "num_hidden_layers": 3, "num_attention_heads": 2, "image_size": 32,
                 "patch_size": 8, "projection_dim": 16}
+# DINOv2 with a 6 x 6 position grid, run at 32 px (4 x 4 patches): the interpolated position
+# embeddings of the real one (37 x 37 grid, 224 px input).
+TINY_DINOV2 = {"model_type": "dinov2", "hidden_size": 32, "num_hidden_layers": 3,
+               "num_attention_heads": 2, "mlp_ratio": 2, "patch_size": 8, "image_size": 48,
+               "layerscale_value": 0.5}
 # open_clip with a timm trunk (as its SigLIP configs): timm's test-size ViT, a projection.
 TINY_TIMM = {"embed_dim": 24, "vision_cfg": {"image_size": 160, "timm_model_name": "test_vit",
                                              "timm_model_pretrained": False, "timm_pool": "avg",
@@ -38,6 +43,7 @@ KINDS = {
     "clip-hf": (BackboneSpec("transformers", "CLIPVisionModel", TINY_CLIP_HF), "pooled", 32, 32),
     "clip-hf-projection": (BackboneSpec("transformers", "CLIPVisionModelWithProjection",
                                         TINY_CLIP_HF), "embed", 16, 32),
+    "dinov2": (BackboneSpec("transformers", "Dinov2Model", TINY_DINOV2), "pooled", 32, 32),
 }
 
 
@@ -158,3 +164,28 @@ def test_a_folder_config_is_recorded_in_the_spec(tmp_path):
     expert = Expert.build(spec, tmp_path / "siglip")
     assert expert.spec.backbone.config["hidden_size"] == 48
     assert Expert.build(expert.spec).spec == expert.spec  # rebuilds without the folder
+
+
+def test_a_dinov2_folder_loads_through_the_preset_path_and_keeps_its_features(tmp_path):
+    """A Dinov2Model saved as a user's converted folder is, through the dinov2 preset's spec, the
+    same model: its pooled feature is the folder model's pooler_output (final-layernorm CLS)."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    model = Dinov2Model(Dinov2Config(**{k: v for k, v in TINY_DINOV2.items() if k != "model_type"})).eval()
+    model.save_pretrained(tmp_path / "dinov2")
+    spec = dataclasses.replace(presets.dinov2().experts[0], preprocess=PreprocessSpec(size=32),
+                               head=HeadSpec(in_dim=32))
+    expert = Expert.build(spec, tmp_path / "dinov2").eval()
+    assert expert.spec.backbone.config["hidden_size"] == 32  # the folder's, not the preset's
+    pixels = _pixels("dinov2")
+    with torch.no_grad():
+        ours, tokens = expert.backbone(pixels, "pooled", blocks=[2])
+        theirs = model(pixel_values=pixels)
+    assert torch.allclose(ours, theirs.pooler_output, atol=1e-5)
+    assert tokens[0].shape == (2, 16, 32)  # 4 x 4 patches, the class token removed
+    adapted = add_low_rank(expert, 2, rank=2, alpha=2.0)  # the last 2 blocks' attention and MLP
+    matrices = {n.rsplit(".", 2)[-2] for n in adapted}  # transformers 5.x names, or 4.x's
+    assert matrices in ({"q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2"},
+                        {"query", "key", "value", "dense", "fc1", "fc2"})
+    assert len(adapted) == 12
