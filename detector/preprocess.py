@@ -60,12 +60,19 @@ def _resize(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
     return img.resize(new, resample)
 
 
-def _centre_crop(img: Image.Image, size: int) -> Image.Image:
+def _pad_to(img: Image.Image, size: int) -> Image.Image:
+    """Centred on black up to size x size where smaller, as torchvision's CenterCrop pads."""
     w, h = img.size
-    if w < size or h < size:  # pad with black, as torchvision's CenterCrop does
-        canvas = Image.new("RGB", (max(w, size), max(h, size)))
-        canvas.paste(img, ((canvas.width - w) // 2, (canvas.height - h) // 2))
-        img, (w, h) = canvas, canvas.size
+    if w >= size and h >= size:
+        return img
+    canvas = Image.new("RGB", (max(w, size), max(h, size)))
+    canvas.paste(img, ((canvas.width - w) // 2, (canvas.height - h) // 2))
+    return canvas
+
+
+def _centre_crop(img: Image.Image, size: int) -> Image.Image:
+    img = _pad_to(img, size)
+    w, h = img.size
     # torchvision rounds the offsets; int(x + 0.5) of a non-negative value is that rounding.
     top = int(round((h - size) / 2.0))
     left = int(round((w - size) / 2.0))
@@ -101,8 +108,7 @@ def _corner_crop(img: Image.Image, spec: PreprocessSpec, corner: str) -> Image.I
     # Corners of the whole resized image (FiveCrop's), so that the views cover all of it.
     img = _resize(img, dataclasses.replace(spec, size=round(spec.size * TTA_SCALE)))
     size = spec.size
-    if img.width < size or img.height < size:
-        img = _centre_crop(img, max(size, img.width, img.height))  # pads, as the centre view does
+    img = _pad_to(img, size)
     left = 0 if corner.endswith("left") else img.width - size
     top = 0 if corner.startswith("top") else img.height - size
     return img.crop((left, top, left + size, top + size))
