@@ -13,6 +13,7 @@ from tqdm import tqdm
 from detector.bundle import BundleError
 from detector.images import IMAGE_SUFFIXES, ImageDecodeError, ImageLimits, load_image_file
 from detector.precision import PRECISION_HELP, PRECISIONS
+from detector.preprocess import TTA_HELP, TTA_VIEWS
 from detector.results_file import ResultsFile, ResultsFileError
 from detector.service import Detector
 from shell.cli import CliError
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--uncertain-spread", type=float, metavar="SPREAD",
                    help="label 'uncertain' when the experts' P(fake) spread exceeds SPREAD "
                    "(the worker's FEATDISTILL_UNCERTAIN_SPREAD); default: never")
+    p.add_argument("--tta", type=int, choices=sorted(TTA_VIEWS), default=1, metavar="N", help=TTA_HELP)
     p.add_argument("--fsync-every", type=int, default=64, help="fsync the output every N rows")
     p.add_argument("--max-pixels", type=int, default=ImageLimits().max_pixels)
     p.add_argument("--no-progress", action="store_true")
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     images = collect_images(args.paths)
     try:
         detector = Detector.load(args.bundle, device=args.device, dtype=args.dtype,
-                                 batch_size=args.batch_size)
+                                 batch_size=args.batch_size, tta=args.tta)
     except BundleError as exc:
         raise CliError(f"{type(exc).__name__}: {exc}") from exc
     try:

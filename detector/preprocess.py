@@ -9,6 +9,7 @@ while decoding (detector.images.decode_image's min_side) and still give about th
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Iterable, Sequence
 
@@ -61,29 +62,89 @@ def _resize(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
     return img.resize(new, resample)
 
 
-def _centre_crop(img: Image.Image, size: int) -> Image.Image:
+def _pad_to(img: Image.Image, size: int) -> Image.Image:
+    """Centred on black up to size x size where smaller, as torchvision's CenterCrop pads."""
     w, h = img.size
-    if w < size or h < size:  # pad with black, as torchvision's CenterCrop does
-        canvas = Image.new("RGB", (max(w, size), max(h, size)))
-        canvas.paste(img, ((canvas.width - w) // 2, (canvas.height - h) // 2))
-        img, (w, h) = canvas, canvas.size
+    if w >= size and h >= size:
+        return img
+    canvas = Image.new("RGB", (max(w, size), max(h, size)))
+    canvas.paste(img, ((canvas.width - w) // 2, (canvas.height - h) // 2))
+    return canvas
+
+
+def _centre_crop(img: Image.Image, size: int) -> Image.Image:
+    img = _pad_to(img, size)
+    w, h = img.size
     # torchvision rounds the offsets; int(x + 0.5) of a non-negative value is that rounding.
     top = int(round((h - size) / 2.0))
     left = int(round((w - size) / 2.0))
     return img.crop((left, top, left + size, top + size))
 
 
-def to_tensor(img: Image.Image, spec: PreprocessSpec) -> torch.Tensor:
-    """One RGB PIL image -> normalised float32 tensor (3, size, size)."""
+# Test-time augmentation: a score may be the mean P(fake) over several views of an image. View 0
+# is always the plain pipeline above, so one view scores exactly as before. The corner views
+# come from the same pipeline resized TTA_SCALE larger (torchvision's FiveCrop/TenCrop after the
+# classic resize-256-crop-224), so they see the image at almost the same scale, shifted.
+TTA_SCALE = 256 / 224
+CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
+# The view sets a user may choose: the centre and its mirror, the five crops, the ten crops.
+TTA_VIEWS: dict[int, tuple[tuple[str, bool], ...]] = {
+    1: (("centre", False),),
+    2: (("centre", False), ("centre", True)),
+    5: (("centre", False), *((c, False) for c in CORNERS)),
+    10: (("centre", False), *((c, False) for c in CORNERS),
+         ("centre", True), *((c, True) for c in CORNERS)),
+}
+
+TTA_HELP = ("test-time augmentation: score each image as the mean P(fake) over N views: 1 (off), "
+            "2 (centre + mirror), 5 (centre + 4 corners), 10 (those and their mirrors); N x the cost")
+
+
+def check_views(views: int) -> int:
+    if views not in TTA_VIEWS:
+        raise ValueError(f"test-time augmentation takes {sorted(TTA_VIEWS)} views, got {views}")
+    return views
+
+
+def _corner_crop(img: Image.Image, spec: PreprocessSpec, corner: str) -> Image.Image:
+    # Corners of the whole resized image (FiveCrop's), so that the views cover all of it.
+    img = _resize(img, dataclasses.replace(spec, size=round(spec.size * TTA_SCALE)))
+    size = spec.size
+    img = _pad_to(img, size)
+    left = 0 if corner.endswith("left") else img.width - size
+    top = 0 if corner.startswith("top") else img.height - size
+    return img.crop((left, top, left + size, top + size))
+
+
+def _view(img: Image.Image, spec: PreprocessSpec, crop: str = "centre", flip: bool = False) -> Image.Image:
     if img.mode != "RGB":
         img = img.convert("RGB")
-    img = _resize(img, spec)
-    if spec.crop or spec.resize_mode == "longest":
-        img = _centre_crop(img, spec.size)
+    if crop == "centre":
+        view = _resize(img, spec)
+        if spec.crop or spec.resize_mode == "longest":
+            view = _centre_crop(view, spec.size)
+    else:
+        view = _corner_crop(img, spec, crop)
+    return view.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else view
+
+
+def _normalise(img: Image.Image, spec: PreprocessSpec) -> torch.Tensor:
     arr = np.asarray(img, dtype=np.float32) / 255.0
     arr = (arr - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
-def to_batch(images: Sequence[Image.Image], spec: PreprocessSpec) -> torch.Tensor:
-    return torch.stack([to_tensor(img, spec) for img in images])
+def to_tensor(img: Image.Image, spec: PreprocessSpec) -> torch.Tensor:
+    """One RGB PIL image -> normalised float32 tensor (3, size, size)."""
+    return _normalise(_view(img, spec), spec)
+
+
+def to_views(img: Image.Image, spec: PreprocessSpec, views: int = 1) -> torch.Tensor:
+    """One image -> (views, 3, size, size): the TTA_VIEWS[views] views, view 0 = to_tensor."""
+    return torch.stack([_normalise(_view(img, spec, crop, flip), spec)
+                        for crop, flip in TTA_VIEWS[check_views(views)]])
+
+
+def to_batch(images: Sequence[Image.Image], spec: PreprocessSpec, views: int = 1) -> torch.Tensor:
+    """(len(images) * views, 3, S, S), image-major: image i's views are rows i*views .. +views-1."""
+    return torch.cat([to_views(img, spec, views) for img in images])

@@ -3,7 +3,8 @@
 Work is grouped per expert: each distinct preprocessing is applied once per image (experts that
 share a backbone family share their input tensors), then each expert runs over the batch in
 chunks. The verdict is the plain mean of the experts' P(fake), as in the paper; each expert's own
-probability is kept in the Score.
+probability is kept in the Score. With test-time augmentation (`tta` views, detector.preprocess.
+TTA_VIEWS) each expert's P(fake) is first the mean over the views of the image.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from PIL import Image
 from detector.bundle import Manifest, load_experts, read_manifest
 from detector.expert import Expert, param_bytes
 from detector.precision import autocast, resolve_precision
-from detector.preprocess import decode_side, to_batch
+from detector.preprocess import check_views, decode_side, to_batch
 from detector.spec import EnsembleSpec, PreprocessSpec
 from detector.tensor_digest import state_sha256
 
@@ -89,6 +90,7 @@ class Detector:
         dtype: str | None = None,
         batch_size: int = 32,
         digest: str = "",
+        tta: int = 1,
     ) -> None:
         self.spec = spec
         self.device = resolve_device(device)
@@ -100,6 +102,7 @@ class Detector:
         self.experts = [e.to(self.device).eval() for e in experts]
         self.batch_size = batch_size
         self.digest = digest
+        self.tta = check_views(tta)  # views averaged per image; 1 = the plain pipeline
 
     @classmethod
     def load(
@@ -108,10 +111,11 @@ class Detector:
         device: str | torch.device | None = "cpu",
         dtype: str | None = None,
         batch_size: int = 32,
+        tta: int = 1,
     ) -> "Detector":
         manifest: Manifest = read_manifest(bundle_dir)
         experts = load_experts(bundle_dir, manifest)
-        return cls(manifest.ensemble, experts, device, dtype, batch_size, manifest.digest)
+        return cls(manifest.ensemble, experts, device, dtype, batch_size, manifest.digest, tta)
 
     @property
     def version(self) -> str:
@@ -146,14 +150,19 @@ class Detector:
 
     @torch.no_grad()  # not inference_mode: it made CPU bf16 autocast 3x slower (measured)
     def expert_probabilities(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """(num_experts, num_images) P(fake); each preprocessing runs once per image."""
-        return self.probabilities_of({pre: to_batch(images, pre) for pre in self.preprocess_specs})
+        """(num_experts, num_images) P(fake), each the mean over the image's `tta` views; each
+        preprocessing runs once per image."""
+        inputs = {pre: to_batch(images, pre, self.tta) for pre in self.preprocess_specs}
+        return self.probabilities_of(inputs, self.tta)
 
     @torch.no_grad()  # not inference_mode: it made CPU bf16 autocast 3x slower (measured)
-    def probabilities_of(self, inputs: dict[PreprocessSpec, torch.Tensor]) -> torch.Tensor:
-        """(num_experts, N) P(fake) from preprocessed (N, 3, S, S) tensors, one per distinct
-        PreprocessSpec; expert by expert in chunks, experts sharing a trunk run it once."""
+    def probabilities_of(self, inputs: dict[PreprocessSpec, torch.Tensor], views: int = 1) -> torch.Tensor:
+        """(num_experts, N) P(fake) from preprocessed (N * views, 3, S, S) tensors, one per
+        distinct PreprocessSpec, image-major (to_batch's order); each image's P(fake) is the mean
+        over its views. Expert by expert in chunks; experts sharing a trunk run it once."""
         n = len(next(iter(inputs.values())))
+        if n % views:
+            raise ValueError(f"{n} input rows are not {views} views per image")
         probs = torch.empty(len(self.experts), n)
         for group in self.groups:
             leader = self.experts[group[0]]
@@ -166,7 +175,7 @@ class Detector:
                         expert = self.experts[i]
                         logits, _ = expert(chunk) if hidden is None else expert.forward_tail(hidden, shared)
                         probs[i, start : start + len(chunk)] = Expert.prob_fake(logits).cpu()
-        return probs
+        return probs.view(len(self.experts), n // views, views).mean(dim=2) if views > 1 else probs
 
     def predict(self, images: Sequence[Image.Image],
                 uncertain_spread: float | None = None) -> list[Score]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from detector.bundle import BundleError, load_experts, read_manifest, save_bundle
 from detector.precision import PRECISIONS
+from detector.preprocess import TTA_HELP, TTA_VIEWS
 from detector.spec import SpecError
 from shell.cli import CliError
 
@@ -53,6 +54,8 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
                    help="precision: auto (bfloat16 on CUDA, float32 on CPU), fast (bfloat16 where native: CUDA or a CPU with AVX512-BF16/AMX, else float32), float32, bfloat16, float16")
     p.add_argument("--seed", type=int, default=0, help="seed of the degradations")
     p.add_argument("--limit", type=int, default=0, help="score at most N images (seeded subset)")
+    p.add_argument("--tta", type=int, choices=sorted(TTA_VIEWS), default=1, metavar="N",
+                   help=TTA_HELP)
     p.set_defaults(func=run_eval)
 
 
@@ -104,7 +107,7 @@ def _evaluate_one(path: Path, samples, conditions, args, threshold_fpr: float | 
     from train.evaluate.metrics import threshold_at_fpr
     from train.evaluate.scoring import score, summarize
 
-    detector = Detector.load(path, device=args.device, dtype=args.dtype)
+    detector = Detector.load(path, device=args.device, dtype=args.dtype, tta=args.tta)
     probs = score(detector, samples, conditions, args.batch_size, args.num_workers, args.seed)
     names = [e.spec.name for e in detector.experts]
     threshold, note = detector.threshold, None
@@ -135,7 +138,8 @@ def run_eval(args: argparse.Namespace) -> int:
         fams = families() if args.degrade == "all" else _split_list(args.degrade)
         conditions = make_conditions(fams, _split_list(args.levels),
                                      [int(q) for q in _split_list(args.jpeg)])
-        doc = {"data": str(args.data), "seed": args.seed, "conditions": [c.name for c in conditions],
+        doc = {"data": str(args.data), "seed": args.seed, "tta": args.tta,
+               "conditions": [c.name for c in conditions],
                "bundles": [], "loo": []}
         for path in args.bundle:
             subset, unseen = samples, []

@@ -135,14 +135,16 @@ def write_reports(out_dir: str | Path, doc: dict[str, Any]) -> dict[str, Path]:
     if any(b["robustness"] for b in doc["bundles"]):
         paths["robustness"] = plot_robustness(doc, out / "robustness.png")
     sections = _sections(doc)
-    md = [f"# Evaluation: {doc['data']}", ""]
+    # A TTA report must not pass for a plain one: its title says so.
+    title = f"Evaluation: {doc['data']}" + (f" (TTA {doc['tta']} views)" if doc.get("tta", 1) > 1 else "")
+    md = [f"# {title}", ""]
     for title, header, rows in sections:
         md += [f"## {title}", "", _md_table(header, rows), ""]
     md += ["![ROC](roc.png)", ""]
     if "robustness" in paths:
         md += ["![robustness](robustness.png)", ""]
     paths["md"].write_text("\n".join(md))
-    body = [f"<h1>Evaluation: {html.escape(str(doc['data']))}</h1>"]
+    body = [f"<h1>{html.escape(title)}</h1>"]
     for title, header, rows in sections:
         body += [f"<h2>{html.escape(title)}</h2>", _html_table(header, rows)]
     body += [_png_tag(paths["roc"], "ROC curves")]

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from detector.preprocess import to_tensor
+from detector.preprocess import to_views
 from detector.service import Detector
 from train.data.records import Sample, heldout
 from train.data.samples import open_sample
@@ -75,12 +75,13 @@ def degrade_family(img, family: str, level: str, rng: np.random.Generator):
 
 
 class ConditionDataset(Dataset):
-    """Item i: {"tensors": [(n_conditions, 3, S, S) per distinct PreprocessSpec], "index": i}."""
+    """Item i: {"tensors": [(n_conditions, views, 3, S, S) per distinct PreprocessSpec],
+    "index": i}; views: the Detector's test-time augmentation (1: the plain pipeline)."""
 
     def __init__(self, samples: Sequence[Sample], conditions: Sequence[Condition],
-                 preprocess: Sequence, seed: int = 0) -> None:
+                 preprocess: Sequence, seed: int = 0, views: int = 1) -> None:
         self.samples, self.conditions = list(samples), list(conditions)
-        self.preprocess, self.seed = list(preprocess), seed
+        self.preprocess, self.seed, self.views = list(preprocess), seed, views
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -99,7 +100,7 @@ class ConditionDataset(Dataset):
                 rng = np.random.default_rng([self.seed, key, zlib.crc32(cond.name.encode())])
                 view = degrade_family(img, cond.family, cond.level, rng)
             for j, spec in enumerate(self.preprocess):
-                per_spec[j].append(to_tensor(view, spec))
+                per_spec[j].append(to_views(view, spec, self.views))
         return {"tensors": [torch.stack(t) for t in per_spec], "index": i}
 
 
@@ -107,16 +108,16 @@ class ConditionDataset(Dataset):
 def score(detector: Detector, samples: Sequence[Sample], conditions: Sequence[Condition],
           batch_size: int = 32, num_workers: int = 0, seed: int = 0) -> np.ndarray:
     """P(fake) of shape (n_conditions, n_experts, n_samples), through the Detector's own batched
-    path (shared trunks run once, its dtype)."""
+    path (shared trunks run once, its dtype, its test-time augmentation)."""
     specs = detector.preprocess_specs
-    dataset = ConditionDataset(samples, conditions, specs, seed)
+    dataset = ConditionDataset(samples, conditions, specs, seed, detector.tta)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
     out = np.zeros((len(conditions), len(detector.experts), len(samples)), dtype=np.float64)
     for batch in tqdm(loader, desc="eval", disable=None, leave=False, dynamic_ncols=True):
         index = batch["index"].numpy()
         for c in range(len(conditions)):
-            inputs = {spec: batch["tensors"][j][:, c] for j, spec in enumerate(specs)}
-            out[c][:, index] = detector.probabilities_of(inputs).numpy()
+            inputs = {spec: batch["tensors"][j][:, c].flatten(0, 1) for j, spec in enumerate(specs)}
+            out[c][:, index] = detector.probabilities_of(inputs, detector.tta).numpy()
     return out
 
 
