@@ -26,7 +26,7 @@ step environment "the featdistill command is missing from .venv; delete .venv an
     command -v featdistill >/dev/null
 
 build_bundle() {
-    local adapter="detector/starter/starter-v1.adapter.safetensors"
+    local adapter="detector/starter/starter-v2.adapter.safetensors"
     bundle="${FEATDISTILL_CACHE:-$HOME/.cache/featdistill}/starter/bundle-$(sha256sum "$adapter" | cut -c1-12)"
     [[ -f "$bundle/manifest.json" ]] && return 0
     rm -rf "$bundle.partial"

@@ -111,7 +111,7 @@ done
 FPR="${FEATDISTILL_V2_FPR:-0.03}"
 adapters=()
 for tag in "${EXPERTS[@]}"; do adapters+=("$OUT/starter-$tag/adapter.safetensors"); done
-threshold_of() { python -c 'import json,sys; print(json.load(open(sys.argv[1]))["ensemble"]["threshold"])' "$1/manifest.json"; }
+threshold_of() { python -c 'import json,sys; print(json.load(open(sys.argv[1]))["threshold"])' "$1/manifest.json"; }
 for name in starter-v2 univfd; do
   B="$OUT/$name-bundle"
   [[ -f "$B/manifest.json" ]] && continue

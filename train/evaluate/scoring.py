@@ -161,14 +161,32 @@ def summarize(probs: np.ndarray, samples: Sequence[Sample], conditions: Sequence
 
 
 def loo_subset(samples: Sequence[Sample], provenance: dict[str, Any]) -> tuple[list[Sample], list[str]]:
-    """The images a bundle did not train on, rebuilt from its provenance's split record, and the
-    generators it never saw; empty when the bundle records no held-out part."""
-    data = provenance.get("data", {})
-    info = data.get("split", {})
-    subset = heldout(samples, info) if info else []
-    seen = set(data.get("train_generators", []))
+    """The images a bundle did not train on, rebuilt from its provenance's split records, and the
+    generators it never saw; empty when the bundle records no held-out part.
+
+    A trained bundle records one split; a combined one (`bundle combine-adapters`, `compose`)
+    records one per expert, and an image is unseen only if every expert held it out."""
+    records = _data_records(provenance)
+    if not records:
+        return [], []
+    held = [heldout(samples, data["split"]) for data in records]
+    common = set.intersection(*(set(map(id, h)) for h in held))
+    subset = [s for s in held[0] if id(s) in common]
+    seen = set().union(*(data.get("train_generators", []) for data in records))
     unseen = sorted({s.generator for s in subset if s.label and s.generator not in seen})
     return subset, unseen
+
+
+def _data_records(provenance: dict[str, Any]) -> list[dict[str, Any]]:
+    """The data records that carry a split: the bundle's own, else each expert's."""
+    own = provenance.get("data", {})
+    if own.get("split"):
+        return [own]
+    experts = provenance.get("experts", {}).values()
+    records = [e.get("data", {}) for e in experts if isinstance(e, dict)]
+    if not records or not all(r.get("split") for r in records):
+        return []  # an expert without a record may have trained on anything
+    return records
 
 
 def loo_rows(report: dict[str, Any], bundle: str, unseen: Sequence[str]) -> list[dict[str, Any]]:
