@@ -25,16 +25,18 @@
 # evaluation on 40 images), to check that everything runs; its numbers mean nothing. It prints
 # the seconds each step took, from which scripts/README-style budgets are estimated.
 set -euo pipefail
-SMOKE=0
+SMOKE=0 PACK=""
 if [[ "${1:-}" == "--smoke" ]]; then SMOKE=1; shift; fi
+if [[ "${1:-}" == "--pack" ]]; then PACK="$2"; shift 2; fi
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source scripts/env.sh
+# FEATDISTILL_NO_VENV=1: use the python and featdistill already on PATH (a GPU image's own torch)
+[[ -n "${FEATDISTILL_NO_VENV:-}" ]] || source scripts/env.sh
 source scripts/fetch_starter_backbone.sh
 if [[ $SMOKE == 1 ]]; then OUT="${1:-/tmp/fd-starter-v2-smoke}"; else OUT="${1:-/tmp/fd-starter-v2}"; fi
-REGISTRY="${FEATDISTILL_CACHE:-$HOME/.cache/featdistill}/sources/train.csv"
+REGISTRY="${FEATDISTILL_REGISTRY_TRAIN:-${FEATDISTILL_CACHE:-$HOME/.cache/featdistill}/sources/train.csv}"
 GIT_ROOT="${FEATDISTILL_GIT_SOURCES:-${FEATDISTILL_CACHE:-$HOME/.cache/featdistill}/sources}"
 GIT="${FEATDISTILL_GIT_TRAIN:-$GIT_ROOT/train.csv}"
-AIGI="$(cd .. && pwd)/shared/data/aigi/manifest.csv"
+AIGI="${FEATDISTILL_AIGI:-$(cd .. && pwd)/shared/data/aigi/manifest.csv}"
 [[ -f "$AIGI" ]] || { echo "no $AIGI: the dev set is needed" >&2; exit 1; }
 [[ -f "$GIT" ]] || { echo "no $GIT: import the git sources (scripts/fetch_modern_sources.sh) or set FEATDISTILL_GIT_SOURCES" >&2; exit 1; }
 use_registry=0
@@ -59,8 +61,10 @@ if [[ $use_registry == 1 ]] && grep -q ',omniart-eye-cdcgan,' "$REGISTRY"; then
   holdout="$holdout, omniart-eye-cdcgan"
 fi
 SPLIT=(--set "data.split={kind: leave_out, holdout: [$holdout], seed: 0}")
-HARSH=(--set "data.degrade={p_degrade: 1.0, p_extended: 0.8, min_ops: 2, max_ops: 3}"
-       --set "data.prep.jpeg_quality=[35, 100]")
+# The harsh policy (c and d with FEATDISTILL_V2_HARSH=1: a second bank, cheap on a GPU). It
+# changes the degradations only, not the prep, so one pack of prepared views serves both banks.
+HARSH=(--set "data.degrade={p_degrade: 1.0, p_extended: 0.8, min_ops: 2, max_ops: 3}")
+[[ -n "${FEATDISTILL_V2_HARSH:-}" ]] || HARSH=()
 COMMON=(--set "expert.pretrained=$FEATDISTILL_STARTER_CLIP"
         --set "data.view_bank.dir=$OUT/view-bank")
 EVAL=(--dtype fast --num-workers 1)
@@ -74,6 +78,16 @@ fi
 echo "train_starter_v2: aigi=$AIGI git=$GIT registry=$([[ $use_registry == 1 ]] && echo "$REGISTRY" || echo none)" \
      "smoke=$SMOKE out=$OUT holdout=[$holdout]" >&2
 
+# --pack DIR: write the pool's prepared reference views (train.data.prepared) and stop; a node
+# without the sources (a GPU) then trains with FEATDISTILL_PREPARED=DIR and the same manifests.
+if [[ -n "$PACK" ]]; then
+  exec featdistill train examples/train/starter-v2.yaml --pack-views "$PACK" "${COMMON[@]}" \
+    "${SPLIT[@]}" --set "data.sources=$BALANCED"
+fi
+[[ -z "${FEATDISTILL_PREPARED:-}" ]] || COMMON+=(--set "data.view_bank.prepared=$FEATDISTILL_PREPARED")
+# FEATDISTILL_V2_WORKERS=N: decoding and degradation processes (a GPU node's cores feed its trunk)
+[[ -z "${FEATDISTILL_V2_WORKERS:-}" ]] || COMMON+=(--set "data.num_workers=$FEATDISTILL_V2_WORKERS")
+
 seconds() { local t0=$SECONDS; "$@"; echo "train_starter_v2: $(( SECONDS - t0 )) s: ${*:1:4}" >&2; }
 train_one() {  # tag seed mixture [extra --set ...]
   local tag=$1 seed=$2 mix=$3; shift 3
@@ -86,15 +100,15 @@ train_one() {  # tag seed mixture [extra --set ...]
 }
 train_one a 0 "$BALANCED"
 train_one b 1 "$MODERN"
-# Experts c and d (seeds 2 and 3; on a GPU give them the "harsh" bank: "${HARSH[@]}") are left out
-# on a CPU: each costs about 30 min here, and the session budget shipped a and b.
+# Experts c and d (seeds 2 and 3; on a GPU give them the "harsh" bank: FEATDISTILL_V2_HARSH=1)
+# are left out on a CPU: each costs about 30 min here.
 # FEATDISTILL_V2_EXPERTS="a b c d" trains and bundles all four.
 EXPERTS=(${FEATDISTILL_V2_EXPERTS:-a b})
 for tag in "${EXPERTS[@]}"; do
   case $tag in
     a|b) ;;
-    c) train_one c 2 "$BALANCED" ;;
-    d) train_one d 3 "$MODERN" ;;
+    c) train_one c 2 "$BALANCED" ${HARSH[@]+"${HARSH[@]}"} ;;
+    d) train_one d 3 "$MODERN" ${HARSH[@]+"${HARSH[@]}"} ;;
     *) echo "unknown expert $tag" >&2; exit 1 ;;
   esac
 done
@@ -104,6 +118,9 @@ done
   --set "version=univfd-v2" --set "expert.preset=univfd:univfd-probe" --set "low_rank={rank: 0}" \
   --set "stage1={epochs: 3, lr: 1.0e-3, warmup_steps: 10, min_lr_ratio: 0.05, trainable_blocks: none, weight_decay: 0.0}" \
   --set "stage2={epochs: 0}"
+# FEATDISTILL_V2_TRAIN_ONLY=1: stop here (a GPU node without the evaluation images; the adapters
+# under OUT/starter-*/ and OUT/univfd/ come back, and the rest runs where the images are).
+[[ -z "${FEATDISTILL_V2_TRAIN_ONLY:-}" ]] || exit 0
 
 # Threshold: the score at which FPR (3 %) of the git index's held-out real photos (the split's
 # validation reals: never trained on) are flagged, stored in the bundle and then in the adapter,
@@ -141,6 +158,11 @@ for name in starter-v2 univfd; do
   [[ $SMOKE == 1 ]] && continue
   [[ -f "$OUT/report-aigi-$name/report.json" ]] || seconds featdistill eval --bundle "$B" --data "$AIGI" \
     --loo --out "$OUT/report-aigi-$name" "${EVAL[@]}" --jpeg 30
+  # FEATDISTILL_ART_HELDOUT: human-made art kept out of training (whole packages), all "real"
+  if [[ -n "${FEATDISTILL_ART_HELDOUT:-}" ]]; then
+    [[ -f "$OUT/report-art-$name/report.json" ]] || seconds featdistill eval --bundle "$B" \
+      --data "$FEATDISTILL_ART_HELDOUT" --out "$OUT/report-art-$name" "${EVAL[@]}"
+  fi
   eval_only="$(dirname "$REGISTRY")/eval_only.csv"
   if [[ -f "$eval_only" ]] && [[ $(wc -l < "$eval_only") -gt 1 ]]; then
     [[ -f "$OUT/report-wallpapers-$name/report.json" ]] || featdistill eval --bundle "$B" \

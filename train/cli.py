@@ -26,6 +26,10 @@ def register_train(sub: argparse._SubParsersAction) -> None:
                    help="continue from the run folder's latest epoch checkpoint")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set stage1.epochs=2 (value read as YAML)")
+    p.add_argument("--pack-views", type=Path, metavar="DIR",
+                   help="do not train: write the pool's prepared reference views (small JPEGs) "
+                        "to DIR, for a node without the sources to train on with "
+                        "--set data.view_bank.prepared=DIR (train.data.prepared)")
     p.set_defaults(func=run_train)
 
 
@@ -74,6 +78,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config, args.overrides)
+        if args.pack_views:
+            return _pack_views(config, args.pack_views)
         run_dir = args.out or Path(config.out_dir)
         started = time.perf_counter()
         result = train(config, run_dir, resume=args.resume)
@@ -83,6 +89,17 @@ def run_train(args: argparse.Namespace) -> int:
     print(json.dumps({"run_dir": str(result.run_dir), "bundle": str(result.bundle_dir),
                       "epochs": len(result.history), "seconds": round(time.perf_counter() - started, 1),
                       "final": final}, indent=2))
+    return 0
+
+
+def _pack_views(config, out: Path) -> int:
+    from train.data.prepared import pack_views
+    from train.data.records import read_sources
+
+    pool = sorted(read_sources(config.data.sources), key=lambda s: (s.key, s.origin))
+    size = config.expert.resolve().preprocess.size
+    counts = pack_views(pool, config.data.prep, size, config.data.view_bank.seed, out)
+    print(json.dumps({"pack": str(out), **counts}))
     return 0
 
 

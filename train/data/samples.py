@@ -50,8 +50,16 @@ def open_sample(sample: Sample) -> Image.Image:
 
 def prepare(img: Image.Image, cfg: PrepConfig, input_size: int, rng: np.random.Generator) -> Image.Image:
     """Random square crop, random resize, random JPEG re-encoding (the confound breaker)."""
+    return prepare_encoded(img, cfg, input_size, rng)[0]
+
+
+def prepare_encoded(img: Image.Image, cfg: PrepConfig, input_size: int,
+                    rng: np.random.Generator) -> tuple[Image.Image, bytes | None]:
+    """`prepare`, plus the JPEG file its output was decoded from (None when it was not
+    re-encoded): those bytes are the prepared image exactly, a few tens of KB instead of the
+    source file (train.data.prepared ships them to a training node that lacks the sources)."""
     if not cfg.enabled:
-        return img
+        return img, None
     w, h = img.size
     side = max(1, int(round(min(w, h) * rng.uniform(*cfg.crop_fraction))))
     left, top = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
@@ -60,8 +68,9 @@ def prepare(img: Image.Image, cfg: PrepConfig, input_size: int, rng: np.random.G
     if rng.random() < cfg.p_jpeg:
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)))
-        img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-    return img
+        encoded = buf.getvalue()
+        return Image.open(io.BytesIO(encoded)).convert("RGB"), encoded
+    return img, None
 
 
 class ViewDataset(Dataset):

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import time
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -40,6 +39,7 @@ from detector.precision import PRECISIONS, resolve_precision
 from detector.precision import autocast as precision_autocast
 from train.data.records import Sample
 from train.degrade.catalogue import DegradationPolicy, apply_ops
+from train.data.prepared import PreparedViews, view_rng
 from train.data.samples import NO_DEGRADATION, PrepConfig, open_sample, prepare
 
 
@@ -50,6 +50,9 @@ class ViewBankConfig:
     dtype: str = "fast"  # precision of the trunk pass that fills the bank (detector.precision names)
     batch_size: int = 32
     seed: int = 0  # seed of the views' preparation and degradation (experts may share a bank)
+    # a pack of prepared views (featdistill train --pack-views) read instead of the source
+    # images, e.g. on a GPU node that lacks them; "": prepare from the sources
+    prepared: str = ""
 
     def __post_init__(self) -> None:
         if self.views < 0 or self.batch_size < 1:
@@ -62,21 +65,26 @@ class ViewBankConfig:
 class _ViewSource(Dataset):
     """Item i: (views, 3, S, S), the reference view then the degraded ones."""
 
-    def __init__(self, samples, preprocess, views, prep, policy, seed) -> None:
+    def __init__(self, samples, preprocess, views, prep, policy, seed, prepared=None) -> None:
         self.samples, self.preprocess, self.views = list(samples), preprocess, views
         self.prep, self.policy, self.seed = prep, policy, seed
+        self.prepared = prepared  # train.data.prepared.PreparedViews or None
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         sample = self.samples[i]
-        rng = np.random.default_rng([self.seed, zlib.crc32(sample.key.encode())])
-        try:
-            img = open_sample(sample)
-        except (ValueError, OSError) as exc:
-            raise RuntimeError(f"{sample.path}: cannot read training image ({exc})") from exc
-        reference = prepare(img, self.prep, self.preprocess.size, rng)
+        packed = self.prepared.get(sample.key) if self.prepared is not None else None
+        if packed is not None:  # prepared elsewhere, its stream where preparation left it
+            reference, rng = packed
+        else:
+            rng = view_rng(self.seed, sample.key)
+            try:
+                img = open_sample(sample)
+            except (ValueError, OSError) as exc:
+                raise RuntimeError(f"{sample.path}: cannot read training image ({exc})") from exc
+            reference = prepare(img, self.prep, self.preprocess.size, rng)
         views = [reference] + [apply_ops(reference, self.policy.sample(rng), rng)
                                for _ in range(self.views - 1)]
         return torch.stack([to_tensor(v, self.preprocess) for v in views])
@@ -101,12 +109,14 @@ def build_bank(samples: Sequence[Sample], expert: Expert, views: int, folder: Pa
                prep: PrepConfig = PrepConfig(), policy: DegradationPolicy = NO_DEGRADATION,
                seed: int = 0, dtype: str = "fast", batch_size: int = 32,
                num_workers: int = 0, device: torch.device = torch.device("cpu"),
-               name: str = "bank") -> np.ndarray:
+               name: str = "bank", prepared: PreparedViews | None = None) -> np.ndarray:
     """The bank of `samples` as a read-only memmap (N, views, tokens, width), built if missing.
 
     A build interrupted (killed, machine stopped) resumes where its last progress record says:
     a bank is hours of trunk passes on a CPU, and each image's views depend only on (seed, its
-    key), so rows filled later are the rows an uninterrupted build would have written."""
+    key), so rows filled later are the rows an uninterrupted build would have written.
+    `prepared` (a pack made where the sources are) stands in for opening and preparing them:
+    the same views, so the same bank name."""
     upto = expert.spec.shared_blocks
     if upto <= 0:
         raise ValueError(f"expert {expert.spec.name!r} shares no trunk (shared_blocks = 0)")
@@ -119,7 +129,7 @@ def build_bank(samples: Sequence[Sample], expert: Expert, views: int, folder: Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     partial, progress = path.with_suffix(".partial"), path.with_suffix(".progress")
     out, row = _resume(partial, progress, len(samples))
-    source = _ViewSource(samples[row:], expert.spec.preprocess, views, prep, policy, seed)
+    source = _ViewSource(samples[row:], expert.spec.preprocess, views, prep, policy, seed, prepared)
     loader = DataLoader(source, batch_size=max(1, batch_size // views), num_workers=num_workers)
     autocast = precision_autocast(resolve_precision(dtype, device), device)
     expert.eval()

@@ -30,6 +30,7 @@ from train.fit.loop import MetricsLog, Stage, make_optimizer, make_scheduler, ru
 from train.fit.losses import resolve_blocks
 from train.fit.low_rank import add_low_rank, freeze_originals, low_rank_deltas, merge
 from train.data.samples import EpochSampler, ViewDataset, make_loader
+from train.data.prepared import PreparedViews
 from train.data.view_bank import BankDataset, build_bank
 
 # Settings that may change between an interrupted run and its resume without changing the result.
@@ -96,10 +97,13 @@ def make_banks(config: TrainConfig, split: Split, model: Expert, run_dir: Path,
     _check_bank_fits(config, model)
     folder = Path(vb.dir) if vb.dir else run_dir / "view-bank"
     pool = sorted(split.train + split.val, key=lambda s: (s.key, s.origin))
+    prepared = (PreparedViews(vb.prepared, config.data.prep, model.spec.preprocess.size, vb.seed)
+                if vb.prepared else None)
     bank = build_bank(pool, model, vb.views, folder, prep=config.data.prep,
                       policy=dataclasses.replace(config.data.degrade, aligned_only=True),
                       dtype=vb.dtype, batch_size=vb.batch_size,
-                      num_workers=config.data.num_workers, device=device, seed=vb.seed)
+                      num_workers=config.data.num_workers, device=device, seed=vb.seed,
+                      prepared=prepared)
     row = {(s.key, s.origin): i for i, s in enumerate(pool)}
     return Banks(bank, [row[(s.key, s.origin)] for s in split.train],
                  [row[(s.key, s.origin)] for s in split.val])

@@ -195,6 +195,13 @@ GIT_SOURCES: tuple[GitSource, ...] = (
                     "Kodak, Olympus, Sony, iPhone, Nokia...); most are tiny thumbnails below the "
                     "96 px floor. jpg/orientation (one waterfall photo 16 times, with the "
                     "orientation drawn on it) is left out"),
+    GitSource("clothing-photos", "alexeygrigorev/clothing-dataset-small",
+              "11961516512414bf9f6c150a832cfd21b54a6b54", "CC0-1.0",
+              (GitRule("*/*/*.jpg", "real", "photo"),),
+              notes="Phone photos of clothes (3,781, top-10 classes of the clothing dataset), "
+                    "taken by about 30 people at home: garments on floors, beds, hangers, tiled "
+                    "and wooden floors, some worn. 400 px wide JPEGs, re-encoded by the "
+                    "collector; the one licensed source of everyday indoor phone photos here"),
     GitSource("pedestrian-frames", "LS-chen/Pedestrian-behavior-detection-and-prediction",
               "26cfc4cd4ddf0de0f55cabcde39f2d9dd0571a13",
               "none stated (repository); frames of public pedestrian video recordings, research use",
