@@ -49,10 +49,14 @@ from worker.metrics import Metrics
 
 log = structlog.get_logger("featdistill.cache")
 
-ENTRY_VERSION = 3  # 3: colour cells and 4-bit texture codes (version-2 entries are counted misses)
+ENTRY_VERSION = 4  # 4: grey means in 1/16 levels (version-2 and -3 entries are counted misses)
 GRID = 16  # cells per side
 _WORK = 64  # the thumbnail the cells are cut from: 4x4 of its pixels a cell
-SIGNATURE_BYTES = GRID * GRID * 5 // 2  # a byte of mean grey, a nibble each of texture, Cb, Cr
+# Per cell: mean grey in 12 bits (a byte, then a nibble of sixteenths), a nibble each of texture,
+# Cb and Cr. The sixteenths are what the spread rule below needs: a flat cell moves a tenth of a
+# level under a high-quality re-encode, and whole levels would hide that.
+SIGNATURE_BYTES = GRID * GRID * 3
+_MEAN_STEPS = 16  # grey means stored in 1/16 levels
 _STD_CODE = 15 / np.log2(81.0)  # std stored as a nibble, round(k * log2(1 + std)): 0..80 grey
 _CHROMA_STEP = 4.0  # chroma (Cb, Cr minus 128) stored in steps of 4, clipped to +-28: a nibble
 _CHROMA_CLIP = 7 * _CHROMA_STEP
@@ -64,6 +68,17 @@ STD_FLOOR = 2.0  # texture compared as log((std + floor) ratio): flat cells are 
 STD_LOG_TOL = 0.5  # a cell may lose or gain about 40% of its texture, not more
 CHROMA_TOL = 4.0  # a cell's mean Cb or Cr may move this much (4:2:0 subsampling, JPEG, storage)
 CHROMA_TOL_PER_EDGE = 0.1  # plus this fraction of its largest chroma step to a neighbour
+# The spread rule: a re-encode moves every cell's mean a little, more where the cell is textured
+# or on an edge; a local edit moves a few cells far more than the rest of the picture moved. A
+# cell's move, divided by 1 + SPREAD_PER_STD * std + SPREAD_PER_EDGE * edge, may not exceed
+# SPREAD_TOL times the picture's SPREAD_PERCENTILE-th percentile of that quotient (its own
+# re-encode level: near 0.02 levels for a q95 copy, several times that for q50 or 0.5x), nor
+# SPREAD_FLOOR, whichever is larger. Chosen on the tuning half of the bench's photos (0-149).
+SPREAD_PER_STD = 0.05
+SPREAD_PER_EDGE = 0.02
+SPREAD_PERCENTILE = 75
+SPREAD_TOL = 10.0
+SPREAD_FLOOR = 0.5  # levels: whatever the picture's level, a cell may move this much
 
 Reuse = Literal["exact", "near"]
 
@@ -95,11 +110,13 @@ class Signature:
                    chroma.reshape(2, GRID, k, GRID, k).mean(axis=(2, 4)))
 
     def to_bytes(self) -> bytes:
-        means = np.clip(np.round(self.means), 0, 255).astype(np.uint8)
+        means = np.clip(np.round(self.means * _MEAN_STEPS), 0, 255 * _MEAN_STEPS).astype(np.uint16)
         stds = np.clip(np.round(_STD_CODE * np.log2(1 + self.stds)), 0, 15)
         chroma = np.round(np.clip(self.chroma, -_CHROMA_CLIP, _CHROMA_CLIP) / _CHROMA_STEP) + 7
-        nibbles = np.concatenate([stds.ravel(), chroma.ravel()]).astype(np.uint8)
-        return means.tobytes() + ((nibbles[0::2] << 4) | nibbles[1::2]).tobytes()
+        nibbles = np.concatenate([stds.ravel(), chroma.ravel(), (means & 15).ravel()])
+        nibbles = nibbles.astype(np.uint8)
+        return ((means >> 4).astype(np.uint8).tobytes()
+                + ((nibbles[0::2] << 4) | nibbles[1::2]).tobytes())
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "Signature":
@@ -109,17 +126,23 @@ class Signature:
         cells = GRID * GRID
         packed = codes[cells:]
         nibbles = np.stack([packed >> 4, packed & 15], axis=1).ravel().astype(np.float64)
-        chroma = nibbles[cells:].reshape(2, GRID, GRID)
-        if np.any(chroma > 14):
-            raise ValueError("chroma code out of range")
-        return cls(codes[:cells].astype(np.float64).reshape(GRID, GRID),
+        chroma = nibbles[cells:3 * cells].reshape(2, GRID, GRID)
+        means = codes[:cells].astype(np.float64) * _MEAN_STEPS + nibbles[3 * cells:]
+        if np.any(chroma > 14) or np.any(means > 255 * _MEAN_STEPS):
+            raise ValueError("chroma or grey code out of range")
+        return cls(means.reshape(GRID, GRID) / _MEAN_STEPS,
                    2 ** (nibbles[:cells].reshape(GRID, GRID) / _STD_CODE) - 1,
                    (chroma - 7) * _CHROMA_STEP)
 
     def agrees_with(self, stored: "Signature") -> bool:
-        """True when this picture is a re-encode or resize of the stored one: every cell agrees."""
-        tol = MEAN_TOL + MEAN_TOL_PER_STD * stored.stds + MEAN_TOL_PER_EDGE * _edges(stored.means)
-        if np.any(np.abs(self.means - stored.means) > tol):
+        """True when this picture is a re-encode or resize of the stored one: every cell agrees,
+        and no cell moved far more than the picture as a whole did."""
+        edges = _edges(stored.means)
+        moved = np.abs(self.means - stored.means)
+        if np.any(moved > MEAN_TOL + MEAN_TOL_PER_STD * stored.stds + MEAN_TOL_PER_EDGE * edges):
+            return False
+        moved = moved / (1 + SPREAD_PER_STD * stored.stds + SPREAD_PER_EDGE * edges)
+        if np.any(moved > max(SPREAD_FLOOR, SPREAD_TOL * np.percentile(moved, SPREAD_PERCENTILE))):
             return False
         texture = np.abs(np.log((self.stds + STD_FLOOR) / (stored.stds + STD_FLOOR)))
         if np.any(texture > STD_LOG_TOL):
