@@ -184,7 +184,7 @@ class CachedVerdict(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
-    v: Literal[3]
+    v: Literal[4]
     score: float = Field(ge=0.0, le=1.0)
     experts: dict[str, float] = Field(min_length=1)
     spread: float = Field(ge=0.0, le=1.0)
