@@ -11,6 +11,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
 from detector.images import decode_image
+from worker import cache_match
 from worker.cache_match import (
     ENTRY_VERSION, SIGNATURE_BYTES, CacheLookup, CachedVerdict, Signature, decode_entry,
     fingerprint, match,
@@ -105,7 +106,7 @@ def recoloured(img: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
     return out
 
 
-def test_a_colour_only_edit_is_refused():
+def test_a_colour_only_edit_is_refused(monkeypatch):
     img = photo()
     entry = stored_entry(img)
     box = (200, 30, 264, 90)  # 5% of the area, where swapping chroma clips no channel
@@ -113,7 +114,9 @@ def test_a_colour_only_edit_is_refused():
     seen = fingerprint(*decoded(edited, "JPEG", quality=92)).signature
     stored = Signature.from_bytes(base64.b64decode(entry.signature))
     grey_only = lambda s: Signature(s.means, s.stds, np.zeros_like(s.chroma))  # noqa: E731
-    assert grey_only(seen).agrees_with(grey_only(stored))  # a grey signature would reuse it
+    with monkeypatch.context() as patch:  # grey cells alone would reuse it (a grey move under
+        patch.setattr(cache_match, "SPREAD_TOL", np.inf)  # a level, left to the spread rule)
+        assert grey_only(seen).agrees_with(grey_only(stored))
     assert match(fingerprint(*decoded(edited, "JPEG", quality=92)), entry) is None
     assert reuse(entry, img, quality=50, subsampling=2) == "near"  # 4:2:0 chroma: still a hit
 
@@ -155,14 +158,34 @@ def test_a_crafted_phash_collision_is_refused():
 def test_signature_is_small_and_round_trips():
     sig = Signature.of(photo())
     raw = sig.to_bytes()
-    assert len(raw) == SIGNATURE_BYTES == 640
+    assert len(raw) == SIGNATURE_BYTES == 768
     again = Signature.from_bytes(raw)
     assert again.agrees_with(again) and sig.agrees_with(again)
+    assert np.abs(again.means - sig.means).max() <= 1 / 32 + 1e-9  # sixteenths of a level
     assert np.abs(again.chroma - np.clip(sig.chroma, -28, 28)).max() <= 2 + 1e-9  # steps of 4
     with pytest.raises(ValueError):
         Signature.from_bytes(raw[:-1])
-    with pytest.raises(ValueError):  # a chroma nibble of 15 is no code
-        Signature.from_bytes(raw[:-1] + b"\xff")
+    with pytest.raises(ValueError):  # a chroma nibble of 15 is no code (the last Cr byte)
+        Signature.from_bytes(raw[:639] + b"\xff" + raw[640:])
+    with pytest.raises(ValueError):  # nor is a grey mean above 255 (255 and 15 sixteenths)
+        Signature.from_bytes(b"\xff" + raw[1:640] + bytes([raw[640] | 0xF0]) + raw[641:])
+
+
+def test_a_cell_that_moved_far_more_than_the_rest_is_refused():
+    """The spread rule: a flat cell refilled by a level, within every cell's own tolerance, is an
+    edit when the rest of the picture did not move; the whole picture moving by as much (a
+    brightness shift) is not."""
+    stored = Signature.from_bytes(Signature.of(photo()).to_bytes())
+    flat = np.unravel_index(np.argmin(stored.stds), stored.stds.shape)
+
+    def moved(delta: np.ndarray) -> Signature:
+        return Signature(stored.means + delta, stored.stds, stored.chroma)
+
+    one_cell = np.zeros_like(stored.means)
+    one_cell[flat] = 1.2
+    assert not moved(one_cell).agrees_with(stored)
+    assert moved(np.full_like(stored.means, 1.2)).agrees_with(stored)
+    assert moved(one_cell / 4).agrees_with(stored)  # under SPREAD_FLOOR: storage and JPEG noise
 
 
 def test_a_grey_picture_has_no_chroma_and_matches_its_rgb_copy():
@@ -198,7 +221,7 @@ def valid_value() -> dict:
     (b'"a string"', "not_an_object"),
     (b'{"score": 0.1}', "unversioned"),
     (b'{"score": 0.1, "experts": {"a": 0.1}, "spread": 0.0}', "unversioned"),  # first format
-    (b'{"v": 4, "score": 0.1}', "other_version"),  # a newer worker's
+    (b'{"v": 5, "score": 0.1}', "other_version"),  # a newer worker's
 ])
 def test_unusable_values_say_why(raw, reason):
     assert decode_entry(raw) == reason
@@ -215,11 +238,13 @@ def test_wrong_types_and_values_are_invalid(field, value):
     assert decode_entry(json.dumps(value_dict).encode()) == "invalid"
 
 
-def test_an_entry_of_the_previous_version_is_a_counted_miss():
-    """Version 2 (grey-only 512-byte signature) entries still in Redis after an upgrade."""
+@pytest.mark.parametrize("version, signature_bytes", [(2, 512), (3, 640)])
+def test_an_entry_of_a_previous_version_is_a_counted_miss(version, signature_bytes):
+    """Version 2 (grey-only 512-byte signature) and version 3 (whole-level grey means, 640 bytes)
+    entries still in Redis after an upgrade."""
     value = valid_value()
-    assert value["v"] == ENTRY_VERSION == 3
-    old = {**value, "v": 2, "signature": base64.b64encode(bytes(512)).decode()}
+    assert value["v"] == ENTRY_VERSION == 4
+    old = {**value, "v": version, "signature": base64.b64encode(bytes(signature_bytes)).decode()}
     assert decode_entry(json.dumps(old).encode()) == "other_version"
     metrics = Metrics()
     assert CacheLookup("t", metrics).decode({"k": json.dumps(old).encode()}) == {}

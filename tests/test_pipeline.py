@@ -10,6 +10,7 @@ from detector.service import Detector
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline, PipelineConfig
 from worker.ports import FetchError
+from worker.cache_match import ENTRY_VERSION
 from worker.testing import FakeJudge, MemoryCache, MemoryFetcher, MemorySink, MemorySource
 
 from conftest import image_bytes, make_image
@@ -243,7 +244,7 @@ def p_fingerprint(data: bytes):
 def test_unusable_cache_values_are_counted_misses_and_overwritten(detector):
     p, source, sink, cache = build(detector)
     values = [b"\x00\xffgarbage", b'{"score": 0.1}', b'{"score": 0.1, "experts": {}, "spread": 0}',
-              b'[1, 2]', b'{"v": 3, "score": "high"}']
+              b'[1, 2]', b'{"v": %d, "score": "high"}' % ENTRY_VERSION]
     for i, value in enumerate(values):
         cache.data[p.lookup.key(p_fingerprint(p.fetcher.blobs[f"mem://img{i}"]))] = value
         source.append(ref(i))
@@ -255,4 +256,4 @@ def test_unusable_cache_values_are_counted_misses_and_overwritten(detector):
     assert reasons == {"not_json": 1, "unversioned": 2, "not_an_object": 1, "invalid": 1}
     for i in range(5):
         entry = json.loads(cache.data[p.lookup.key(p_fingerprint(p.fetcher.blobs[f"mem://img{i}"]))])
-        assert entry["v"] == 3
+        assert entry["v"] == ENTRY_VERSION

@@ -13,7 +13,7 @@ from detector.batcher import BatchPolicy
 from detector.images import decode_image
 from detector.service import Detector
 from worker.adapters.redis_cache import RedisVerdictCache
-from worker.cache_match import decode_entry, fingerprint
+from worker.cache_match import ENTRY_VERSION, decode_entry, fingerprint
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline, PipelineConfig
 from worker.testing import MemoryFetcher, MemorySink, MemorySource
@@ -143,7 +143,8 @@ def test_unusable_cache_values_in_redis_are_counted_misses(services, tiny_bundle
     keys = [p.lookup.key(fingerprint(b, decode_image(b))) for b in blobs.values()]
     bad = [b"\x00\xffgarbage", b'{"score": 0.1}',
            b'{"score": 0.1, "experts": {"a": 0.1}, "spread": 0.0}',  # the first format
-           b'[0.1, 0.2]', b'{"v": 3, "score": "0.1", "experts": {"a": 1}, "spread": 0}']
+           b'[0.1, 0.2]',
+           b'{"v": %d, "score": "0.1", "experts": {"a": 1}, "spread": 0}' % ENTRY_VERSION]
     for key, value in zip(keys, bad):
         client.set(key, value, ex=60)
     client.hset(keys[5], "score", "0.1")  # not a string at all: MGET answers nil
