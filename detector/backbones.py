@@ -14,6 +14,8 @@ reads another library's parameter names or calls its private methods.
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -353,7 +355,10 @@ class TransformersBackbone(Backbone):
         return pre_norm(tokens) if pre_norm is not None else tokens
 
     def run_block(self, index, tokens):
-        out = self.tower.get_submodule(self._blocks_name)[index](tokens, None)  # no mask: all patches
+        block = self.tower.get_submodule(self._blocks_name)[index]
+        # No mask (all patches). CLIP and SigLIP layers require the argument; DINOv2's layer takes
+        # it in newer transformers and not at all in older ones (5.17 on a GPU image here).
+        out = block(tokens, None) if _takes_mask(block) else block(tokens)
         return out[0] if isinstance(out, tuple) else out
 
     def forward_head(self, tokens, feature):
@@ -363,6 +368,15 @@ class TransformersBackbone(Backbone):
         else:  # CLIP, DINOv2: the class token, normed (a per-token norm: the same as norming all)
             pooled = self._final_norm(tokens[:, 0])
         return self.model.visual_projection(pooled) if feature == "embed" else pooled
+
+
+@functools.cache
+def _takes_mask_of(layer_class: type) -> bool:
+    return "attention_mask" in inspect.signature(layer_class.forward).parameters
+
+
+def _takes_mask(block: nn.Module) -> bool:
+    return _takes_mask_of(type(block))
 
 
 def build_backbone(spec: BackboneSpec, pretrained: str | Path | None = None) -> Backbone:

@@ -98,26 +98,42 @@ train_one() {  # tag seed mixture [extra --set ...]
     "${COMMON[@]}" "${SPLIT[@]}" --set "expert.preset=starter:starter-$tag" --set "seed=$seed" \
     --set "data.sources=$mix" "$@"
 }
-train_one a 0 "$BALANCED"
-train_one b 1 "$MODERN"
 # Experts c and d (seeds 2 and 3; on a GPU give them the "harsh" bank: FEATDISTILL_V2_HARSH=1)
 # are left out on a CPU: each costs about 30 min here.
 # FEATDISTILL_V2_EXPERTS="a b c d" trains and bundles all four.
-EXPERTS=(${FEATDISTILL_V2_EXPERTS:-a b})
-for tag in "${EXPERTS[@]}"; do
+# (FEATDISTILL_V2_EXPERTS="" trains none of them: a node that adds only the DINOv2 ones below)
+EXPERTS=(${FEATDISTILL_V2_EXPERTS-a b})
+for tag in ${EXPERTS[@]+"${EXPERTS[@]}"}; do
   case $tag in
-    a|b) ;;
+    a) train_one a 0 "$BALANCED" ;;
+    b) train_one b 1 "$MODERN" ;;
     c) train_one c 2 "$BALANCED" ${HARSH[@]+"${HARSH[@]}"} ;;
     d) train_one d 3 "$MODERN" ${HARSH[@]+"${HARSH[@]}"} ;;
     *) echo "unknown expert $tag" >&2; exit 1 ;;
   esac
 done
 # The baseline: a UnivFD linear probe on the frozen CLIP embedding, same bank, same split.
-[[ -f "$OUT/univfd/adapter.safetensors" ]] || seconds featdistill train examples/train/starter-v2.yaml \
+[[ -f "$OUT/univfd/adapter.safetensors" || ${#EXPERTS[@]} == 0 ]] || seconds featdistill train examples/train/starter-v2.yaml \
   --out "$OUT/univfd" --resume "${COMMON[@]}" "${SPLIT[@]}" --set "data.sources=$BALANCED" \
   --set "version=univfd-v2" --set "expert.preset=univfd:univfd-probe" --set "low_rank={rank: 0}" \
   --set "stage1={epochs: 3, lr: 1.0e-3, warmup_steps: 10, min_lr_ratio: 0.05, trainable_blocks: none, weight_decay: 0.0}" \
   --set "stage2={epochs: 0}"
+# Another backbone (issue 11, item 4): with FEATDISTILL_DINOV2=<converted folder>
+# (scripts/fetch_dinov2_backbone.sh), one expert of the starter's layout on DINOv2 ViT-S/14 and
+# its linear probe, same pool, split, prep (and pack) and recipe; their own view bank. Bundles
+# only (adapters apply to open_clip files); `featdistill bundle compose` mixes them with CLIP.
+if [[ -n "${FEATDISTILL_DINOV2:-}" ]]; then
+  dino_one() {  # name seed mixture [extra --set ...]
+    local name=$1 seed=$2 mix=$3; shift 3
+    [[ -f "$OUT/$name/bundle/manifest.json" ]] && return 0
+    seconds featdistill train examples/train/starter-v2.yaml --out "$OUT/$name" --resume \
+      "${COMMON[@]}" "${SPLIT[@]}" --set "expert.pretrained=$FEATDISTILL_DINOV2" \
+      --set "expert.preset=dinov2:$name" --set "seed=$seed" --set "data.sources=$mix" "$@"
+  }
+  dino_one dinov2-s14-a 4 "$BALANCED"
+  dino_one dinov2-probe 0 "$BALANCED" --set "low_rank={rank: 0}" --set "stage2={epochs: 0}" \
+    --set "stage1={epochs: 3, lr: 1.0e-3, warmup_steps: 10, min_lr_ratio: 0.05, trainable_blocks: none, weight_decay: 0.0}"
+fi
 # FEATDISTILL_V2_TRAIN_ONLY=1: stop here (a GPU node without the evaluation images; the adapters
 # under OUT/starter-*/ and OUT/univfd/ come back, and the rest runs where the images are).
 [[ -z "${FEATDISTILL_V2_TRAIN_ONLY:-}" ]] || exit 0
