@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -263,6 +264,7 @@ def main(argv=None) -> int:
     photos = (photos_in(args.photos) if args.photos else phone_mix_photos(args.photo_count))
     photos = photos[: args.photo_count]
     args.photo_count = len(photos)
+    started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="fd-gpu-pipeline-"))
     with Timer() as made:
         paths = make_references(photos, args.images, work / "refs", args.variant_workers)
@@ -274,12 +276,16 @@ def main(argv=None) -> int:
               "photos": photo_summary(photos), "fetch_threads": args.fetch_threads,
               "max_in_flight": args.max_in_flight, "max_wait_ms": args.max_wait_ms,
               "presets": {}}
-    for preset in args.presets.split(","):
-        result["presets"][preset] = measure_preset(preset, uris, args)
+    try:
+        for preset in args.presets.split(","):
+            result["presets"][preset] = measure_preset(preset, uris, args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # about 1 MB a reference
+    result["seconds_total"] = round(time.perf_counter() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print_table(result)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} ({result['seconds_total']} s in all)")
     return 0
 
 
