@@ -21,6 +21,14 @@
 #   on the split's held-out real photos (FEATDISTILL_V2_FPR), the bundles and their reports under
 #   OUT/report-*-{starter-v2,univfd}.
 #
+# On a GPU node that lacks the sources (how the shipped starter-v2 was trained: an H200 reached
+# through a thin link), pack the pool here and train there on the pack:
+#   bash scripts/train_starter_v2.sh --pack DIR            # here: 8,547 images -> 145 MB, 3 min
+#   FEATDISTILL_PREPARED=DIR FEATDISTILL_V2_EXPERTS="a b c d" FEATDISTILL_V2_HARSH=1 \
+#   FEATDISTILL_V2_WORKERS=14 FEATDISTILL_V2_TRAIN_ONLY=1 bash scripts/train_starter_v2.sh OUT
+#                                                          # there, with the same manifests
+# then bring OUT/starter-*/ and OUT/univfd/ back and run the script here (it skips what exists).
+#
 # --smoke: the same pipeline on a few images (40 per source, ratio split, 2 views, 1 + 1 epochs,
 # evaluation on 40 images), to check that everything runs; its numbers mean nothing. It prints
 # the seconds each step took, from which scripts/README-style budgets are estimated.
