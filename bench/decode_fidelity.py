@@ -1,7 +1,7 @@
 """Do the detector's scores move when images are reduced at decode? Full decode vs reduced.
 
     python bench/decode_fidelity.py --bundle DIR [--manifest ../shared/data/aigi/manifest.csv]
-        [--margins 2,1.5,1] [--jpeg-shares 0.667,1] [--sets as-is,phone-jpeg,png] [--limit N]
+        [--margins 2,1.5,1] [--jpeg-shares 1,0.667] [--sets as-is,phone-jpeg,png] [--limit N]
 
 Images: the bundle's held-out split of the dev set, rebuilt from its provenance as `featdistill
 eval --loo` does (for the starter: the disco- and majesty-diffusion renders and 25 % of the
@@ -17,8 +17,8 @@ reduced changes nothing; the same images are therefore also judged as camera-siz
               stop at 1/8, at 375 px); not in the default sets.
 For each set the full decode is scored once, then each margin's reduced decode
 (min_side = margin x the largest input side; 1.5 is detector.preprocess.DECODE_MARGIN), with
-JPEGs drafted to each of --jpeg-shares x min_side (detector.images.JPEG_DRAFT_SHARE, 2/3, is the
-worker's: a JPEG drafted to 1x the input side; 1 drafts it to min_side as the box filter does).
+JPEGs drafted to each of --jpeg-shares x min_side (detector.images.JPEG_DRAFT_SHARE, 1, is the
+worker's; 0.667 drafts them to 1x the input side at margin 1.5, measured and refused).
 A variant is named `<margin>` for the worker's share and `<margin>/jpeg<share>` for the others.
 Only images whose input tensors changed are run again; the others keep their scores exactly, and
 a variant that decodes every image as an earlier one did (the PNGs at any share) reuses its row.
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     parser.add_argument("--manifest", type=Path, default=DEV_MANIFEST)
     parser.add_argument("--margins", default=f"{DECODE_MARGIN:g}",
                         help="comma-separated multiples of the input side to decode to")
-    parser.add_argument("--jpeg-shares", default=f"{JPEG_DRAFT_SHARE:.4g},1",
+    parser.add_argument("--jpeg-shares", default=f"{JPEG_DRAFT_SHARE:g}",
                         help="JPEG draft sides as shares of min_side (the first: the worker's)")
     parser.add_argument("--sets", default="as-is,phone-jpeg,png")
     parser.add_argument("--limit", type=int, default=0, help="at most this many images")

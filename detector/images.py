@@ -8,10 +8,11 @@ orientation is applied and animations give their first frame.
 at least `min_side` (or whole, when it is smaller than that) instead of at full resolution. JPEGs
 are decoded straight to 1/2, 1/4 or 1/8 size by libjpeg's DCT scaling (Image.draft), which saves
 most of the inverse DCT, upsampling and colour conversion (not the entropy decoding of the whole
-file: that stays, and is most of what a reduced decode costs), keeping a short side of at least
-JPEG_DRAFT_SHARE x `min_side`; other formats are decoded whole, then reduced by an integer box
-filter (Image.reduce), keeping at least `min_side`. Either way a later antialiased resize to the
-model's input still has the final say on the pixels (see detector.preprocess.decode_side).
+file: that stays, and is most of what a reduced decode costs); other formats are decoded whole,
+then reduced by an integer box filter (Image.reduce). Either way the result keeps at least
+`min_side` (a JPEG JPEG_DRAFT_SHARE x `min_side`, the same by default), so a later antialiased
+resize to the model's input still has the final say on the pixels (see
+detector.preprocess.decode_side).
 
 HEIF/HEIC (phones) and AVIF (the web) have no reduced decode: they are decoded whole, then reduced
 like the others, after the same size check (their size is read from the container's boxes, not
@@ -45,14 +46,13 @@ IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif",
      ".heic", ".heif", ".hif", ".avif"}
 )
-# A JPEG's DCT scaling may go further than the box filter: to 2/3 of min_side (at the worker's
-# decode margin of 1.5, detector.preprocess.DECODE_MARGIN, that is 1x the model's input). The
-# decode's cost is mostly entropy decoding, which no draft skips, so the pixels left after it
-# (inverse DCT, colour conversion, orientation, hashing, the resize to the input) are what a
-# smaller draft saves: about a quarter of a phone photo's cost before inference. Measured on the
-# detector's scores (bench/decode_fidelity.py): at 1x a JPEG draft moves them as little as at
-# 1.5x, while a box-reduced PNG at 1x does not stay within the AUC bound.
-JPEG_DRAFT_SHARE = 2 / 3
+# A JPEG is drafted to this share of min_side. Going further than the box filter was tried and
+# refused: at 2/3 (1x the model's input at the worker's margin of 1.5) a phone mix costs a third
+# less before inference (bench/preinference.py), but the starter's scores move three times as
+# much as at 1 on 4.4 MP JPEGs, whose 1/8 draft then lands just above the input side: mean
+# |score change| 0.024 against 0.008, AUC -0.0047 against -0.0003, 5 of 137 labels flipped
+# against 1 (bench/decode_fidelity.py, set phone-jpeg-4mp). At 12 MP both stop at 1/8 and agree.
+JPEG_DRAFT_SHARE = 1.0
 # Their plugins wrap C libraries (libheif, libavif) that report their own refusals (security
 # limits, codec errors) as RuntimeError: for these formats it is a property of the bytes.
 _LIBRARY_FORMATS = frozenset({"HEIF", "AVIF"})
@@ -84,8 +84,8 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(),
                  jpeg_draft_share: float = JPEG_DRAFT_SHARE) -> Image.Image:
     """Bytes -> RGB PIL image with EXIF orientation applied, or ImageDecodeError.
 
-    With `min_side`, the image is reduced while decoding: by a box filter to a short side of at
-    least min_side, and a JPEG by its DCT scaling to at least jpeg_draft_share x min_side."""
+    With `min_side`, the image is reduced while decoding, keeping its short side >= min_side (a
+    JPEG's DCT scaling >= jpeg_draft_share x min_side: other shares are for benchmarks)."""
     img = _open_checked(data, limits)
     try:
         if img.format != "HEIF":  # a HEIF file opens at its primary image, not always the first
@@ -197,7 +197,7 @@ def _oriented(img: Image.Image) -> Image.Image:
     """The image upright: the same pixels as ImageOps.exif_transpose, without its metadata work.
     exif_transpose also deletes the tag and re-serialises the EXIF (and edits the XMP) so that
     the result can be saved; we keep only the pixels, and that rewrite cost 1.5-5 ms per rotated
-    phone photo, five to ten times the transpose itself (bench/preinference.py's phone mix)."""
+    phone photo, five to ten times the transpose itself (bench/photos.py's phone mix)."""
     method = _ORIENTATION_TRANSPOSE.get(img.getexif().get(ExifTags.Base.Orientation, 1))
     return img.transpose(method) if method is not None else img
 

@@ -26,15 +26,13 @@ _RESAMPLE = {
 }
 
 
-# Decode to at least 1.5x the largest input side (a JPEG to 1x: detector.images.JPEG_DRAFT_SHARE
-# is 2/3). The resize below is antialiased: its filter spans the whole reduction, so what a cheap
-# reduction before it (box filter, JPEG DCT scaling) did to the pixels is mostly averaged away
-# when the resize still reduces 1.5x or more. bench/decode_fidelity.py measures the score
-# change: with starter-v1, box-reduced PNGs at 1.5 moved the AUC by 0.0035 (2: 0.0029; 1:
-# 0.0084, too much); JPEG drafts moved it as little at 1x as at 1.5x; starter-v2's figures are
-# in bench/results/decode-fidelity*.json. Half as many pixels are decoded, hashed and resized
-# at 1.5 as at 2, and a JPEG drafted to 1x saves a third of what is left after the entropy
-# decoding (bench/preinference.py).
+# Decode to at least 1.5x the largest input side. The resize below is antialiased: its filter
+# spans the whole reduction, so what a cheap reduction before it (JPEG DCT scaling, box filter)
+# did to the pixels is mostly averaged away when the resize still reduces 1.5x or more.
+# bench/decode_fidelity.py measures the score change: at 1.5 the starter's AUC moves by at most
+# 0.0035 (2: 0.0029; 1: 0.0084, too much), and half as many pixels are decoded, hashed and
+# resized as at 2 (bench/preinference.py). JPEGs drafted to 1x instead were measured too and
+# refused (detector.images.JPEG_DRAFT_SHARE).
 DECODE_MARGIN = 1.5
 
 
@@ -132,10 +130,10 @@ def _view(img: Image.Image, spec: PreprocessSpec, crop: str = "centre", flip: bo
 
 
 def _normalise(img: Image.Image, spec: PreprocessSpec) -> torch.Tensor:
-    # (x / 255 - mean) / std in float32, channels first: the same operations in the same order
-    # as torchvision's ToTensor + Normalize, so the same values to the bit; written into one
-    # channels-first array in place (no float copy of the image, no transposed copy), which
-    # takes a quarter of a millisecond at 224 instead of one to two.
+    # (x / 255 - mean) / std in float32, channels first: the same float32 operations in the same
+    # order as before (the same values to the bit), written into one channels-first array in
+    # place (no float copy of the image, no transposed copy): a quarter of a millisecond at 224
+    # instead of one to two.
     arr = np.asarray(img).transpose(2, 0, 1)  # uint8 (3, H, W), a view
     out = np.empty(arr.shape, dtype=np.float32)
     np.divide(arr, np.float32(255.0), out=out)

@@ -97,7 +97,7 @@ def test_reduced_decode_keeps_the_short_side_asked_for(fmt, size):
     min_side = 100
     img = decode_image(image_bytes(make_image(*size), fmt), min_side=min_side)
     assert img.mode == "RGB"
-    # A JPEG's DCT scaling may go to 2/3 of min_side (67 here); a box filter keeps min_side.
+    # A JPEG's DCT scaling keeps JPEG_DRAFT_SHARE x min_side; a box filter keeps min_side.
     floor = math.ceil(min_side * JPEG_DRAFT_SHARE) if fmt == "JPEG" else min_side
     short, w, h = min(size), *img.size
     assert min(w, h) >= min(floor, short)
@@ -118,15 +118,15 @@ def test_jpeg_is_drafted_not_decoded_whole(mode, progressive, monkeypatch):
     calls = []
     monkeypatch.setattr(Image.Image, "reduce",
                         lambda self, *a, **k: calls.append(self.size) or reduce(self, *a, **k))
-    # Drafted to 2/3 of min_side (JPEG_DRAFT_SHARE): 300 asks for a short side of 200.
-    img = decode_image(data, min_side=300)
+    img = decode_image(data, min_side=200)
     assert img.size == (400, 300) and img.mode == "RGB"  # 1200 // 200 = 6: the 1/4 scale
-    assert calls == []  # 300 is less than twice 300: nothing left to reduce after the draft
-    assert decode_image(data, min_side=150).size == (200, 150)  # 1/8, the largest DCT scale
+    assert calls == []  # 300 is less than twice 200: nothing left to reduce after the draft
+    assert decode_image(data, min_side=100).size == (200, 150)  # 1/8, the largest DCT scale
     assert decode_image(data, min_side=30).size == (40, 30)  # 1/8, then a box reduce by 150 // 30
     assert calls == [(200, 150)]
-    # Drafted to min_side itself when asked (bench/decode_fidelity.py's comparison).
-    assert decode_image(data, min_side=200, jpeg_draft_share=1).size == (400, 300)
+    # Another share drafts further (bench/decode_fidelity.py's comparison): 2/3 x 225 = 150.
+    assert decode_image(data, min_side=225, jpeg_draft_share=2 / 3).size == (200, 150)
+    assert decode_image(data, min_side=225).size == (400, 300)
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -173,8 +173,7 @@ def test_animated_gif_and_mpo_give_their_first_frame_reduced():
         data = image_bytes(frames[0], fmt, save_all=True, append_images=frames[1:])
         out = decode_image(data, min_side=50)
         r, g, b = out.getpixel((out.width // 2, out.height // 2))
-        floor = 50 if fmt == "GIF" else math.ceil(50 * JPEG_DRAFT_SHARE)  # MPO: JPEG's draft
-        assert min(out.size) >= floor and out.size != (400, 300), fmt
+        assert min(out.size) >= 50 and out.size != (400, 300), fmt
         assert r > 200 and b < 50, fmt
 
 

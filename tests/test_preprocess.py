@@ -127,9 +127,7 @@ def test_reduced_decode_gives_close_inputs(fmt, spec):
     one. At the worker's margin (DECODE_MARGIN, 1.5) this image, noise on every pixel, differs
     by a mean of 0.06 (max 0.40): what a 1.5x resize leaves of the DCT scaling's aliasing on
     white noise. The margin is chosen on the detector's scores over photos (AUC within 0.005),
-    not on this image. The same holds for JPEG's draft to 2/3 of the side (JPEG_DRAFT_SHARE): at
-    these sizes it stops at 1/2 whatever the share, and where it goes further (1350x903 drafted
-    to 338x226 at margin 1.5) this noise differs by a mean of 0.05 (max 0.37).
+    not on this image.
     """
     side = decode_side([spec], margin=2.0)
     for size in [(3 * side + 11, 2 * side + 5), (2 * side, 3 * side)]:  # reduced by 2 and 3
