@@ -1,9 +1,12 @@
 """What an image costs before inference, on one core: fetch + decode + hash + preprocess, the old
 path (full-size decode) against the new one (decoded reduced to the detector's decode_side), at
-the worker's margin (DECODE_MARGIN) and the others asked for.
+the worker's margin (DECODE_MARGIN) and the others asked for. The row `new@<margin>/jpeg0.667`
+drafts JPEGs to 2/3 of the worker's side (1x the input side) instead of all of it: what that
+would save, measured in the same run; bench/decode_fidelity.py measured what it costs in
+scores, and it was refused (detector.images.JPEG_DRAFT_SHARE).
 
     python bench/preinference.py [--photos 12] [--sets 12mp,phone-mix,1mp]
-        [--presets starter,paper] [--margins 1.5,2,1] [--repeat 3] [--workers 2] [--budget-ms 25]
+        [--presets starter,paper] [--margins 1.5,2] [--repeat 3] [--workers 2] [--budget-ms 25]
 
 Photos: real photos of ../shared/data/aigi/real made phone-like by bench/photos.py, generated
 once under the cache folder, never in the repository: `12mp` and `1mp` (every photo at that size,
@@ -32,6 +35,7 @@ Writes bench/results/preinference.json.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -45,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import write_json  # noqa: E402
 from bench.photos import CACHE, cached_phone_files, cached_phone_mix  # noqa: E402
 from detector import presets  # noqa: E402
-from detector.images import decode_image  # noqa: E402
+from detector.images import JPEG_DRAFT_SHARE, decode_image  # noqa: E402
 from detector.preprocess import DECODE_MARGIN, decode_side, to_tensor  # noqa: E402
 from worker.adapters.fetch import FetchConfig, ImageFetcher  # noqa: E402
 from worker.cache_match import fingerprint  # noqa: E402
@@ -62,13 +66,14 @@ def source_photos(count: int) -> list[Path]:
     return paths[:: max(1, len(paths) // count)][:count]
 
 
-def one_image(fetcher: ImageFetcher, uri: str, specs, min_side: int | None) -> dict[str, float]:
+def one_image(fetcher: ImageFetcher, uri: str, specs, min_side: int | None,
+              jpeg_share: float = JPEG_DRAFT_SHARE) -> dict[str, float]:
     """Seconds of this thread's CPU per stage, for one image."""
     clock = time.thread_time
     t0 = clock()
     data = fetcher.fetch(uri)
     t1 = clock()
-    img = decode_image(data, min_side=min_side)
+    img = decode_image(data, min_side=min_side, jpeg_draft_share=jpeg_share)
     t2 = clock()
     fingerprint(data, img)  # the worker's hash stage: sha256s of bytes and pixels, pHash, signature
     t3 = clock()
@@ -78,12 +83,14 @@ def one_image(fetcher: ImageFetcher, uri: str, specs, min_side: int | None) -> d
     return dict(zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)))
 
 
-def single_core(paths: list[Path], specs, min_side: int | None, repeat: int) -> dict:
+def single_core(paths: list[Path], specs, min_side: int | None, repeat: int,
+                jpeg_share: float = JPEG_DRAFT_SHARE) -> dict:
     fetcher = ImageFetcher(FetchConfig(file_roots=(str(CACHE),)))
     best = []
     wall = time.perf_counter()
     for path in paths:
-        runs = [one_image(fetcher, path.as_uri(), specs, min_side) for _ in range(repeat)]
+        runs = [one_image(fetcher, path.as_uri(), specs, min_side, jpeg_share)
+                for _ in range(repeat)]
         best.append({s: min(r[s] for r in runs) for s in STAGES})
     wall = (time.perf_counter() - wall) / (len(paths) * repeat)
     ms = {s: 1000 * float(np.mean([b[s] for b in best])) for s in STAGES}
@@ -201,7 +208,7 @@ def main(argv=None) -> int:
     parser.add_argument("--photos", type=int, default=12)
     parser.add_argument("--sets", default="12mp,phone-mix,1mp")
     parser.add_argument("--presets", default="starter,paper")
-    parser.add_argument("--margins", default=f"{DECODE_MARGIN:g},2,1",
+    parser.add_argument("--margins", default=f"{DECODE_MARGIN:g},2",
                         help="decode margins of the new path (the first is the worker's)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -257,6 +264,13 @@ def compare_paths(key: str, preset: str, paths: list[Path], specs, margins: list
         print(f"{key:>9} {preset:<8} new, margin {margin:g} (side {side}): "
               f"{new['ms_per_image']} = {new['ms_total']} ms "
               f"({new['images_per_s_per_core']} img/s/core)", flush=True)
+    side = decode_side(specs, margins[0])  # the worker's margin, JPEGs drafted to 2/3 of it
+    row[f"new@{margins[0]:g}/jpeg0.667"] = alt = {
+        "decode_side": side, **single_core(paths, specs, side, repeat, 2 / 3)}
+    alt["speedup"] = round(row["old"]["ms_total"] / alt["ms_total"], 2)
+    alt["vs_worker"] = round(row[f"new@{margins[0]:g}"]["ms_total"] / alt["ms_total"], 2)
+    print(f"{key:>9} {preset:<8} margin {margins[0]:g}, JPEGs drafted to "
+          f"{math.ceil(side * 2 / 3)}: {alt['ms_per_image']} = {alt['ms_total']} ms", flush=True)
     return row
 
 

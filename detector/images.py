@@ -10,8 +10,9 @@ are decoded straight to 1/2, 1/4 or 1/8 size by libjpeg's DCT scaling (Image.dra
 most of the inverse DCT, upsampling and colour conversion (not the entropy decoding of the whole
 file: that stays, and is most of what a reduced decode costs); other formats are decoded whole,
 then reduced by an integer box filter (Image.reduce). Either way the result keeps at least
-`min_side`, so a later antialiased resize to the model's input still has the final say on the
-pixels (see detector.preprocess.decode_side).
+`min_side` (a JPEG JPEG_DRAFT_SHARE x `min_side`, the same by default), so a later antialiased
+resize to the model's input still has the final say on the pixels (see
+detector.preprocess.decode_side).
 
 HEIF/HEIC (phones) and AVIF (the web) have no reduced decode: they are decoded whole, then reduced
 like the others, after the same size check (their size is read from the container's boxes, not
@@ -27,12 +28,13 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 # The formats decode_image is written and tested for (Pillow's names; MPO is the multi-picture
 # JPEG some cameras write): size checked from the header, orientation applied once, first frame.
@@ -44,6 +46,13 @@ IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif",
      ".heic", ".heif", ".hif", ".avif"}
 )
+# A JPEG is drafted to this share of min_side. Going further than the box filter was tried and
+# refused: at 2/3 (1x the model's input at the worker's margin of 1.5) a phone mix costs a third
+# less before inference (bench/preinference.py), but the starter's scores move three times as
+# much as at 1 on 4.4 MP JPEGs, whose 1/8 draft then lands just above the input side: mean
+# |score change| 0.024 against 0.008, AUC -0.0047 against -0.0003, 5 of 137 labels flipped
+# against 1 (bench/decode_fidelity.py, set phone-jpeg-4mp). At 12 MP both stop at 1/8 and agree.
+JPEG_DRAFT_SHARE = 1.0
 # Their plugins wrap C libraries (libheif, libavif) that report their own refusals (security
 # limits, codec errors) as RuntimeError: for these formats it is a property of the bytes.
 _LIBRARY_FORMATS = frozenset({"HEIF", "AVIF"})
@@ -71,25 +80,29 @@ class ImageDecodeError(ValueError):
 
 
 def decode_image(data: bytes, limits: ImageLimits = ImageLimits(),
-                 min_side: int | None = None) -> Image.Image:
+                 min_side: int | None = None,
+                 jpeg_draft_share: float = JPEG_DRAFT_SHARE) -> Image.Image:
     """Bytes -> RGB PIL image with EXIF orientation applied, or ImageDecodeError.
 
-    With `min_side`, the image is reduced while decoding, keeping its short side >= min_side."""
+    With `min_side`, the image is reduced while decoding, keeping its short side >= min_side (a
+    JPEG's DCT scaling >= jpeg_draft_share x min_side: other shares are for benchmarks)."""
     img = _open_checked(data, limits)
     try:
         if img.format != "HEIF":  # a HEIF file opens at its primary image, not always the first
             img.seek(0)  # first frame of an animation
         if min_side:
             # Only JPEG acts on a draft (other formats ignore it). The size asked for is square:
-            # libjpeg then keeps short side / scale >= min_side whatever the orientation.
-            img.draft("RGB", (min_side, min_side))
+            # libjpeg then keeps short side / scale >= draft side whatever the orientation.
+            draft_side = math.ceil(min_side * jpeg_draft_share)
+            img.draft("RGB", (draft_side, draft_side))
         img.load()
         # After the draft: orientation is a transpose, the same on the reduced pixels.
-        ImageOps.exif_transpose(img, in_place=True)
-        out = img.convert("RGB") if img.mode != "RGB" else img
+        out = _oriented(img)
+        out = out.convert("RGB") if out.mode != "RGB" else out
         out = _reduce(out, min_side) if min_side else out
-        # A detached image: the opened one holds the file's bytes for as long as it lives. Done
-        # in place until here, so this is the only copy (the decode it replaces made two).
+        # A detached image: the opened one holds the file's bytes for as long as it lives. Each
+        # step above that changed the pixels made a new image; only an image none changed is
+        # copied, so there is one copy at most.
         return out.copy() if out is img else out
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError("too_many_pixels", f"image refused: {exc}") from exc
@@ -168,6 +181,27 @@ def _format_not_allowed(fmt: str, limits: ImageLimits) -> ImageDecodeError:
     )
 
 
+# EXIF orientation -> the transpose that shows the picture upright (ImageOps.exif_transpose's).
+_ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _oriented(img: Image.Image) -> Image.Image:
+    """The image upright: the same pixels as ImageOps.exif_transpose, without its metadata work.
+    exif_transpose also deletes the tag and re-serialises the EXIF (and edits the XMP) so that
+    the result can be saved; we keep only the pixels, and that rewrite cost 1.5-5 ms per rotated
+    phone photo, five to ten times the transpose itself (bench/photos.py's phone mix)."""
+    method = _ORIENTATION_TRANSPOSE.get(img.getexif().get(ExifTags.Base.Orientation, 1))
+    return img.transpose(method) if method is not None else img
+
+
 def _reduce(img: Image.Image, min_side: int) -> Image.Image:
     """Box-filter by the largest integer factor that keeps the short side >= min_side: what the
     JPEG draft does in the DCT, for every format (and for a JPEG still 2x too big after the
@@ -178,9 +212,10 @@ def _reduce(img: Image.Image, min_side: int) -> Image.Image:
 
 
 def load_image_file(path: str | Path, limits: ImageLimits = ImageLimits(),
-                    min_side: int | None = None) -> Image.Image:
+                    min_side: int | None = None,
+                    jpeg_draft_share: float = JPEG_DRAFT_SHARE) -> Image.Image:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ImageDecodeError("unreadable_file", f"{path}: {exc.strerror or exc}") from exc
-    return decode_image(data, limits, min_side)
+    return decode_image(data, limits, min_side, jpeg_draft_share)

@@ -1,6 +1,8 @@
 """Decoding untrusted bytes: formats, limits, bombs, orientation, animation."""
 from __future__ import annotations
 
+import io
+import math
 import struct
 import zlib
 
@@ -8,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detector.images import ImageDecodeError, ImageLimits, decode_image
+from detector.images import JPEG_DRAFT_SHARE, ImageDecodeError, ImageLimits, decode_image
 
 from conftest import image_bytes, make_image
 
@@ -58,6 +60,21 @@ def test_exif_orientation_is_applied():
     assert out.size == (20, 40)
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+def test_orientation_gives_exif_transposes_pixels(orientation, fmt):
+    """Our transpose (no EXIF rewrite) against Pillow's ImageOps.exif_transpose, to the byte."""
+    from PIL import ImageOps
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = image_bytes(make_image(37, 21), fmt, exif=exif.tobytes())
+    with Image.open(io.BytesIO(data)) as opened:
+        expected = ImageOps.exif_transpose(opened).convert("RGB")
+    out = decode_image(data)
+    assert out.size == expected.size and out.tobytes() == expected.tobytes()
+
+
 def test_animated_gif_gives_its_first_frame():
     frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 0, 255))]
     data = image_bytes(frames[0], "GIF", save_all=True, append_images=frames[1:])
@@ -80,9 +97,11 @@ def test_reduced_decode_keeps_the_short_side_asked_for(fmt, size):
     min_side = 100
     img = decode_image(image_bytes(make_image(*size), fmt), min_side=min_side)
     assert img.mode == "RGB"
+    # A JPEG's DCT scaling keeps JPEG_DRAFT_SHARE x min_side; a box filter keeps min_side.
+    floor = math.ceil(min_side * JPEG_DRAFT_SHARE) if fmt == "JPEG" else min_side
     short, w, h = min(size), *img.size
-    assert min(w, h) >= min(min_side, short)
-    if short >= 2 * min_side:  # something to gain: reduced, to less than twice the need
+    assert min(w, h) >= min(floor, short)
+    if short >= 2 * floor:  # something to gain: reduced, to less than twice the need
         assert min(w, h) < 2 * min_side
     else:
         assert (w, h) == size
@@ -105,6 +124,9 @@ def test_jpeg_is_drafted_not_decoded_whole(mode, progressive, monkeypatch):
     assert decode_image(data, min_side=100).size == (200, 150)  # 1/8, the largest DCT scale
     assert decode_image(data, min_side=30).size == (40, 30)  # 1/8, then a box reduce by 150 // 30
     assert calls == [(200, 150)]
+    # Another share drafts further (bench/decode_fidelity.py's comparison): 2/3 x 225 = 150.
+    assert decode_image(data, min_side=225, jpeg_draft_share=2 / 3).size == (200, 150)
+    assert decode_image(data, min_side=225).size == (400, 300)
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
