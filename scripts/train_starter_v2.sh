@@ -171,6 +171,32 @@ for name in starter-v2 univfd; do
   mv "$B.partial" "$B"
 done
 
+# FEATDISTILL_ART_HELDOUT: human-made art kept out of training (whole packages), all "real". By
+# default the held-out packages' rows (supertux, hedgewars) of the registry's heldout.csv, which
+# also holds the git sources' held-out photos and AI images when both share a root.
+ART="${FEATDISTILL_ART_HELDOUT:-}"
+held="$(dirname "$REGISTRY")/heldout.csv"
+if [[ -z "$ART" && -f "$held" ]] && [[ $(wc -l < "$held") -gt 1 ]]; then
+  n_art=$(python - "$held" "$OUT/art-heldout.csv" <<'PY'
+import csv, sys
+from pathlib import Path
+from train.sources.package_sources import IMPORTERS
+held, out = Path(sys.argv[1]).resolve(), Path(sys.argv[2])
+names = {imp.name for imp in IMPORTERS if imp.held_out}
+with open(held, newline="") as f:
+    reader = csv.DictReader(f)
+    rows = [dict(r, path=str(held.parent / r["path"])) for r in reader
+            if r["path"].split("/", 1)[0] in names]
+out.parent.mkdir(parents=True, exist_ok=True)
+with open(out, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=reader.fieldnames, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+print(len(rows))
+PY
+  )
+  [[ $n_art == 0 ]] || ART="$OUT/art-heldout.csv"
+fi
 # Quality, both bundles: the git sources' held-out set (unseen generators, COCO and phone photos)
 # clean, re-encoded and degraded; what the split held out of the dev set (--loo: disco/majesty-
 # diffusion and the same share of reals); the registry's reserved wallpapers when present.
@@ -182,10 +208,10 @@ for name in starter-v2 univfd; do
   [[ $SMOKE == 1 ]] && continue
   [[ -f "$OUT/report-aigi-$name/report.json" ]] || seconds featdistill eval --bundle "$B" --data "$AIGI" \
     --loo --out "$OUT/report-aigi-$name" "${EVAL[@]}" --jpeg 30
-  # FEATDISTILL_ART_HELDOUT: human-made art kept out of training (whole packages), all "real"
-  if [[ -n "${FEATDISTILL_ART_HELDOUT:-}" ]]; then
+  # the held-out human-made art (FEATDISTILL_ART_HELDOUT, above)
+  if [[ -n "$ART" ]]; then
     [[ -f "$OUT/report-art-$name/report.json" ]] || seconds featdistill eval --bundle "$B" \
-      --data "$FEATDISTILL_ART_HELDOUT" --out "$OUT/report-art-$name" "${EVAL[@]}"
+      --data "$ART" --out "$OUT/report-art-$name" "${EVAL[@]}"
   fi
   eval_only="$(dirname "$REGISTRY")/eval_only.csv"
   if [[ -f "$eval_only" ]] && [[ $(wc -l < "$eval_only") -gt 1 ]]; then

@@ -2,19 +2,22 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from train.data.records import read_manifest
+from train.data.records import DataError, read_manifest
 from train.sources import packages as imps
 from train.sources.files import MANIFEST_COLUMNS, match_glob, write_index
 from train.sources.package_sources import IMPORTERS, REGISTRY
-from train.sources.package_spec import Importer, Rule, is_reserved
+from train.sources.package_spec import PIPELINE_VERSION, Importer, Rule, is_reserved
 
 PKG = "usr/share/pkg"
 
@@ -157,6 +160,11 @@ def test_reserved_packages_need_eval_only():
     # the registry: every reserved package is eval_only, no training source is reserved
     for imp in IMPORTERS:
         assert imp.eval_only == (imp.manager == "apt" and is_reserved(imp.package)), imp.name
+    # the starter's art evaluation: these two whole packages, and nothing else, are held out
+    assert {imp.name for imp in IMPORTERS if imp.held_out} == {"supertux", "hedgewars"}
+    assert {REGISTRY[n].split for n in ("supertux", "hedgewars")} == {"heldout"}
+    with pytest.raises(ValueError, match="exclude each other"):
+        importer(package="gnome-backgrounds", eval_only=True, held_out=True)
 
 
 def test_eval_only_flag_writes_split_and_stays_out_of_train_index(tmp_path):
@@ -181,6 +189,51 @@ def test_eval_only_flag_writes_split_and_stays_out_of_train_index(tmp_path):
     assert {r["split"] for r in evals} == {"eval_only"} and len(evals) == len(ev_rows)
     assert all((out / r["path"]).is_file() for r in train + evals)
     assert len(read_manifest(out / "train.csv")) == 1
+
+
+def test_held_out_package_goes_to_heldout_csv_not_train(tmp_path):
+    pkg = make_package(tmp_path / "pkg")
+    out = tmp_path / "sources"
+    held = importer(name="held-art", package="toy-game-data", held_out=True,
+                    rules=(Rule(f"{PKG}/art/*", "drawing"),))
+    held_rows = imps.import_from_folder(held, pkg, out)
+    assert held_rows and {r["split"] for r in held_rows} == {"heldout"}
+    assert {r["group"] for r in held_rows} == {"real:held-art"}
+    # a training source sharing one image with the held-out package, plus one of its own
+    other = tmp_path / "other" / PKG
+    other.mkdir(parents=True)
+    noise(200, 150, 1).save(other / "same_as_held.png")
+    noise(200, 150, 42).save(other / "own.png")
+    imps.import_from_folder(importer(rules=(Rule(f"{PKG}/*", "drawing"),)), tmp_path / "other", out)
+
+    index = write_index(out, ["held-art", "toy"])
+    train, heldout = rows_of(out / "train.csv"), rows_of(out / "heldout.csv")
+    assert [r["orig"].rsplit("/", 1)[-1] for r in train] == ["own.png"]
+    assert index["removed_as_in_heldout"] == 1 and index["removed_as_in_eval"] == 0
+    assert {r["split"] for r in heldout} == {"heldout"} and len(heldout) == len(held_rows)
+    assert all(r["path"].startswith("held-art/") for r in heldout)
+    assert rows_of(out / "eval_only.csv") == []
+    with open(out / "heldout.csv") as f, open(out / "train.csv") as g:
+        assert f.readline() == g.readline() == ",".join(MANIFEST_COLUMNS) + "\n"
+    # training refuses it, evaluation reads it, and every path resolves
+    assert len(read_manifest(out / "train.csv", training=True)) == 1
+    with pytest.raises(DataError, match="split=heldout"):
+        read_manifest(out / "heldout.csv", training=True)
+    samples = read_manifest(out / "heldout.csv")
+    assert len(samples) == len(held_rows) and all(s.label == 0 for s in samples)
+    assert all(Path(s.path).is_file() for s in samples)
+
+
+def test_held_out_flag_changes_only_its_own_stamp():
+    # the field came later: a training source's stamp is the hash of its config without it, as
+    # before, so adding it re-imports only the held-out packages
+    plain = importer()
+    cfg = {k: v for k, v in asdict(plain).items()
+           if k not in ("generate", "notes", "default", "held_out")}
+    cfg |= {"pipeline": PIPELINE_VERSION, "generate": None}
+    before = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert plain.config_hash() == before
+    assert importer(held_out=True).config_hash() != before
 
 
 def test_crop_cuts_atlases_into_tiles(tmp_path):

@@ -55,6 +55,7 @@ class Importer:
     rules: tuple[Rule, ...]
     generator: str = ""  # fake only: the generator name the manifest records
     eval_only: bool = False  # reserved package: manifest split = eval_only
+    held_out: bool = False  # the project's own held-out evaluation package: split = heldout
     min_side: int = 96
     max_aspect: float = 6.0
     min_std: float = 4.0
@@ -74,6 +75,8 @@ class Importer:
         if self.manager == "apt" and is_reserved(self.package) and not self.eval_only:
             raise ValueError(f"{self.name}: {self.package} is reserved for evaluation; "
                              "its importer must set eval_only=True")
+        if self.eval_only and self.held_out:
+            raise ValueError(f"{self.name}: eval_only and held_out exclude each other")
         for rule in self.rules:
             category = rule.category
             if category not in CATEGORIES and not category.startswith("ai-"):
@@ -83,7 +86,9 @@ class Importer:
 
     @property
     def split(self) -> str:
-        return "eval_only" if self.eval_only else "train"
+        if self.eval_only:
+            return "eval_only"
+        return "heldout" if self.held_out else "train"
 
     @property
     def label(self) -> str:
@@ -92,6 +97,8 @@ class Importer:
     def config_hash(self) -> str:
         """Changes when anything that decides the output changes (not the notes)."""
         cfg = {k: v for k, v in asdict(self).items() if k not in ("generate", "notes", "default")}
+        if not cfg["held_out"]:  # added later: the stamps of the training sources stay valid
+            del cfg["held_out"]
         cfg["pipeline"] = PIPELINE_VERSION
         cfg["generate"] = getattr(self.generate, "version", None) if self.generate else None
         return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -32,11 +32,16 @@ Each `Importer` names one package (manager, name, pinned version), its licence, 
 
 Desktop wallpaper/background packages are reserved for independent evaluation: their importers
 carry `eval_only=True` and write `split=eval_only`; an importer that names a reserved package
-without that flag cannot be constructed. After a run, <root>/train.csv gathers every split=train
-row (paths relative to <root>), minus any image whose pixels also appear in an eval_only source,
-and <root>/eval_only.csv gathers the reserved ones. Training (`train.data.records.read_manifest` with
-training=True) refuses rows whose `split` is eval_only or heldout; a manifest without a `split`
-column is not checked, so still never point training at a reserved source's files.
+without that flag cannot be constructed. Whole packages the project keeps back for its own
+evaluation (the human-made art styles no training saw: supertux, hedgewars) carry `held_out=True`
+and write `split=heldout`, as the git sources' held-out ones do. After a run, <root>/train.csv
+gathers every split=train row (paths relative to <root>), minus any image whose pixels also appear
+in an eval_only or heldout source (and minus cross-source duplicates and label conflicts, see
+train.sources.files.write_index); <root>/heldout.csv gathers the held-out rows (package and git
+sources alike) and <root>/eval_only.csv the reserved ones. Training
+(`train.data.records.read_manifest` with training=True) refuses rows whose `split` is eval_only or
+heldout; a manifest without a `split` column is not checked, so still never point training at a
+reserved or held-out source's files.
 
 Code layout: this module holds processing (`process`, `collect`), running (`run_importer`) and
 the CLI; train/sources/package_spec.py the model (`Importer`, `Rule`, the reserved packages);
@@ -278,10 +283,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{time.monotonic() - t0:6.1f}s  {cats}", flush=True)
     present = present_sources(root)  # package and git sources alike
     index = write_index(root, present)
-    tr, ev = index["train"], index["eval_only"]
-    print(f"train.csv: {tr['images']} images {tr['label']}; eval_only.csv: {ev['images']} images; "
-          f"{index['removed_as_in_eval']} train images dropped as also in eval sources; "
-          f"{time.monotonic() - t_all:.0f}s; {root}")
+    tr, held, ev = index["train"], index["heldout"], index["eval_only"]
+    print(f"train.csv: {tr['images']} images {tr['label']}; heldout.csv: {held['images']} images "
+          f"{held['label']}; eval_only.csv: {ev['images']} images; train images dropped as also "
+          f"in: eval sources {index['removed_as_in_eval']}, heldout sources "
+          f"{index['removed_as_in_heldout']}; {time.monotonic() - t_all:.0f}s; {root}")
     return 1 if failed else 0
 
 
