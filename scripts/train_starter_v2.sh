@@ -177,25 +177,32 @@ done
 ART="${FEATDISTILL_ART_HELDOUT:-}"
 held="$(dirname "$REGISTRY")/heldout.csv"
 if [[ -z "$ART" && -f "$held" ]] && [[ $(wc -l < "$held") -gt 1 ]]; then
-  n_art=$(python - "$held" "$OUT/art-heldout.csv" <<'PY'
+  # the art rows to OUT/art-heldout.csv, the others (git photos and AI) to OUT/git-heldout.csv
+  n_art=$(python - "$held" "$OUT/art-heldout.csv" "$OUT/git-heldout.csv" <<'PY'
 import csv, sys
 from pathlib import Path
 from train.sources.package_sources import IMPORTERS
-held, out = Path(sys.argv[1]).resolve(), Path(sys.argv[2])
+held, art, rest = Path(sys.argv[1]).resolve(), Path(sys.argv[2]), Path(sys.argv[3])
 names = {imp.name for imp in IMPORTERS if imp.held_out}
 with open(held, newline="") as f:
     reader = csv.DictReader(f)
-    rows = [dict(r, path=str(held.parent / r["path"])) for r in reader
-            if r["path"].split("/", 1)[0] in names]
-out.parent.mkdir(parents=True, exist_ok=True)
-with open(out, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=reader.fieldnames, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-print(len(rows))
+    rows = [(r["path"].split("/", 1)[0] in names, dict(r, path=str(held.parent / r["path"])))
+            for r in reader]
+art.parent.mkdir(parents=True, exist_ok=True)
+for out, keep in ((art, True), (rest, False)):
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=reader.fieldnames, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(r for is_art, r in rows if is_art == keep)
+print(sum(is_art for is_art, _ in rows))
 PY
   )
   [[ $n_art == 0 ]] || ART="$OUT/art-heldout.csv"
+fi
+# The git sources' held-out set, without the art when both importers share a root
+HELDOUT="$GIT_ROOT/heldout.csv"
+if [[ "$(realpath "$held" 2>/dev/null)" == "$(realpath "$HELDOUT" 2>/dev/null)" && -f "$OUT/git-heldout.csv" ]]; then
+  HELDOUT="$OUT/git-heldout.csv"
 fi
 # Quality, both bundles: the git sources' held-out set (unseen generators, COCO and phone photos)
 # clean, re-encoded and degraded; what the split held out of the dev set (--loo: disco/majesty-
@@ -203,7 +210,7 @@ fi
 for name in starter-v2 univfd; do
   B="$OUT/$name-bundle"
   [[ -f "$OUT/report-heldout-$name/report.json" ]] || seconds featdistill eval --bundle "$B" \
-    --data "$GIT_ROOT/heldout.csv" --out "$OUT/report-heldout-$name" "${EVAL[@]}" --jpeg 50,30 \
+    --data "$HELDOUT" --out "$OUT/report-heldout-$name" "${EVAL[@]}" --jpeg 50,30 \
     --degrade blur,noise,compression --levels medium
   [[ $SMOKE == 1 ]] && continue
   [[ -f "$OUT/report-aigi-$name/report.json" ]] || seconds featdistill eval --bundle "$B" --data "$AIGI" \
