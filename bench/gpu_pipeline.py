@@ -24,9 +24,10 @@ and per preset, one process on one thread: CPU milliseconds per image of fetch +
 preprocess (bench/preinference.py's stages, the worker's reduced decode), so that
 cores per GPU = bare images/s x ms / 1000.
 The fetch pool has --fetch-threads threads (FEATDISTILL_FETCH_THREADS; default: every core here),
-as the worker runs it: fetch, decode and hash there, preprocessing and inference on the loop's
-thread. Weights are random (speed does not depend on them), made in memory on the device: the
-paper preset's 1.4 B parameters would be a 5.8 GB bundle to write and read back.
+as the worker runs it: fetch, decode, hash and preprocessing (Detector.prepare) there; stacking,
+normalising and inference on the loop's thread. Weights are random (speed does not depend on
+them), made in memory on the device: the paper preset's 1.4 B parameters would be a 5.8 GB bundle
+to write and read back.
 Writes bench/results/gpu-pipeline.json (--out).
 """
 from __future__ import annotations

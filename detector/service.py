@@ -5,6 +5,10 @@ share a backbone family share their input tensors), then each expert runs over t
 chunks. The verdict is the plain mean of the experts' P(fake), as in the paper; each expert's own
 probability is kept in the Score. With test-time augmentation (`tta` views, detector.preprocess.
 TTA_VIEWS) each expert's P(fake) is first the mean over the views of the image.
+
+`prepare` + `predict_prepared` split `predict` in two: the per-image preprocessing (thread-safe,
+no model involved) can run where the images are decoded, and the batch step only stacks uint8
+tensors, normalises them on the device and runs the forward (detector.prepared).
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from PIL import Image
 from detector.bundle import Manifest, load_experts, read_manifest
 from detector.expert import Expert, param_bytes
 from detector.precision import autocast, resolve_precision
+from detector.prepared import Prepared, normalised, uint8_views
 from detector.preprocess import check_views, decode_side, to_batch
 from detector.spec import EnsembleSpec, PreprocessSpec
 from detector.tensor_digest import state_sha256
@@ -158,8 +163,10 @@ class Detector:
     @torch.no_grad()  # not inference_mode: it made CPU bf16 autocast 3x slower (measured)
     def probabilities_of(self, inputs: dict[PreprocessSpec, torch.Tensor], views: int = 1) -> torch.Tensor:
         """(num_experts, N) P(fake) from preprocessed (N * views, 3, S, S) tensors, one per
-        distinct PreprocessSpec, image-major (to_batch's order); each image's P(fake) is the mean
-        over its views. Expert by expert in chunks; experts sharing a trunk run it once."""
+        distinct PreprocessSpec, image-major (to_batch's order): normalised float, or uint8
+        (detector.prepared) normalised here after the copy to the device, a quarter of the bytes
+        to move. Each image's P(fake) is the mean over its views. Expert by expert in chunks;
+        experts sharing a trunk run it once."""
         n = len(next(iter(inputs.values())))
         if n % views:
             raise ValueError(f"{n} input rows are not {views} views per image")
@@ -169,6 +176,8 @@ class Detector:
             pixels, shared = inputs[leader.spec.preprocess], leader.spec.shared_blocks
             for start in range(0, n, self.batch_size):
                 chunk = pixels[start : start + self.batch_size].to(self.device, non_blocking=True)
+                if chunk.dtype == torch.uint8:  # prepared, not yet normalised: do it here
+                    chunk = normalised(chunk, leader.spec.preprocess)
                 with self._autocast():
                     hidden = leader.backbone.forward_trunk(chunk, shared) if shared else None
                     for i in group:
@@ -177,18 +186,35 @@ class Detector:
                         probs[i, start : start + len(chunk)] = Expert.prob_fake(logits).cpu()
         return probs.view(len(self.experts), n // views, views).mean(dim=2) if views > 1 else probs
 
+    def prepare(self, image: Image.Image) -> Prepared:
+        """One image -> its experts' inputs, resized and cropped, not normalised: per distinct
+        PreprocessSpec, uint8 (tta views, 3, S, S). Safe to call from any thread."""
+        return {pre: uint8_views(image, pre, self.tta) for pre in self.preprocess_specs}
+
+    def predict_prepared(self, prepared: Sequence[Prepared],
+                         uncertain_spread: float | None = None) -> list[Score]:
+        """`predict` on images already through `prepare`: the same scores, within float
+        rounding."""
+        if not prepared:
+            return []
+        inputs = {pre: torch.cat([p[pre] for p in prepared]) for pre in self.preprocess_specs}
+        return self._scores(self.probabilities_of(inputs, self.tta), uncertain_spread)
+
     def predict(self, images: Sequence[Image.Image],
                 uncertain_spread: float | None = None) -> list[Score]:
         """One Score per image; labelled UNCERTAIN where the experts' spread exceeds
         uncertain_spread (None: never)."""
         if not images:
             return []
-        probs = self.expert_probabilities(images)
+        return self._scores(self.expert_probabilities(images), uncertain_spread)
+
+    def _scores(self, probs: torch.Tensor, uncertain_spread: float | None) -> list[Score]:
+        """One Score per column of (num_experts, N) P(fake)."""
         means = probs.mean(dim=0)
         spreads = probs.max(dim=0).values - probs.min(dim=0).values
         names = [e.spec.name for e in self.experts]
         scores = []
-        for j in range(len(images)):
+        for j in range(probs.shape[1]):
             score, spread = float(means[j]), float(spreads[j])
             scores.append(
                 Score(

@@ -95,7 +95,8 @@ def test_intake_pauses_at_the_message_bound_and_resumes(detector):
 
 
 def test_intake_pauses_at_the_byte_bound(detector):
-    # 64 x 64 RGB is 12,288 bytes held from decode to inference; the batch waits 60 s to fill.
+    # The tiny model's inputs are 3 x (32^2 + 48^2) = 9,984 uint8 bytes held per image from
+    # preprocessing to inference; the batch waits 60 s to fill.
     p, source, sink = build(detector, MemoryFetcher(blobs(6, side=64)),
                             batch=BatchPolicy(8, 60.0), max_in_flight_bytes=2 * 12_288)
     send(source, [f"mem://img{i}" for i in range(6)])

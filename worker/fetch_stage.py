@@ -1,10 +1,10 @@
-"""The fetch stage: fetch, decode and hash run in a thread pool while the loop goes on polling,
-batching and publishing; finished jobs are collected as they complete.
+"""The fetch stage: fetch, decode, hash and preprocess run in a thread pool while the loop goes on
+polling, batching and publishing; finished jobs are collected as they complete.
 
 The loop never waits on one slow URL: `collect` returns whatever finished within its timeout,
 so the batch deadline and Kafka's poll interval hold however slow the fetches are. Memory is
-bounded by what the loop lets in (`Pipeline` counts messages and decoded bytes in flight), and
-by `threads` here for what is being fetched right now.
+bounded by what the loop lets in (`Pipeline` counts messages and model-input bytes in flight),
+and by `threads` here for what is being fetched and decoded right now.
 """
 from __future__ import annotations
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-
-from PIL import Image
+from typing import Any, Mapping
 
 from worker.cache_match import Fingerprint
 from worker.headers import NOTHING, Carried
@@ -21,10 +20,11 @@ class Job:
     record: Record
     ref: ImageReference | None = None
     started: float = field(default_factory=time.monotonic)
-    image: Image.Image | None = None
+    # The model's inputs (Judge.prepare of the decoded image): all that is kept of its pixels.
+    inputs: Mapping[Any, Any] | None = None
     fingerprint: Fingerprint | None = None  # hashes, cache probes, signature of the decoded image
     cache_key: str = ""
-    pixel_bytes: int = 0  # of `image`, counted against the in-flight bound while it is held
+    pixel_bytes: int = 0  # of `inputs`, counted against the in-flight bound while they are held
     followers: list["Job"] = field(default_factory=list)  # same pixels, in flight: one inference
     carried: Carried = NOTHING  # headers for its result, fields for its log lines
 

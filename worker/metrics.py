@@ -60,7 +60,8 @@ class Metrics:
         self.in_flight = Gauge("featdistill_in_flight_messages",
                                "Messages polled and not yet published", registry=r)
         self.held_bytes = Gauge("featdistill_in_flight_pixel_bytes",
-                                "Decoded pixels held between decode and inference", registry=r)
+                                "Model inputs (preprocessed pixels) held before inference",
+                                registry=r)
         self.cache_up.set(1)
         for kind in ("exact", "near"):
             self.cache_hits.labels(kind)  # exported at 0 from the start

@@ -1,14 +1,15 @@
-"""The worker's loop: poll -> fetch/decode -> hash -> cache -> batch misses -> publish -> cache ->
-commit. It sees only the ports (worker.ports): the model as a Judge, Kafka, Redis and fetching as
-a source, sink, cache and fetcher, so the same code runs against the fakes of worker.testing and
-against the adapters of worker.adapters, which worker.main builds. Each message is a Job
-(worker.job).
+"""The worker's loop: poll -> fetch/decode/hash/preprocess -> cache -> batch misses -> publish ->
+cache -> commit. It sees only the ports (worker.ports): the model as a Judge, Kafka, Redis and
+fetching as a source, sink, cache and fetcher, so the same code runs against the fakes of
+worker.testing and against the adapters of worker.adapters, which worker.main builds. Each
+message is a Job (worker.job).
 
 The stages overlap. Fetching runs in a pool (worker.fetch_stage) and each step collects what has
 finished, so a slow URL delays only its own message: the batch deadline holds and the consumer
 polls at least every `poll_timeout_s`, well inside Kafka's max.poll.interval. What is let in is
-bounded: at most `max_in_flight` messages and `max_in_flight_bytes` of decoded pixels; at the
-bound the source is paused (polling goes on, so the group keeps us) until work drains.
+bounded: at most `max_in_flight` messages and `max_in_flight_bytes` of model inputs (each image
+is preprocessed in the fetch pool and its decoded pixels dropped there); at the bound the source
+is paused (polling goes on, so the group keeps us) until work drains.
 
 Delivery is at-least-once: an offset is committed only after every message below it has had its
 verdict or dead letter acknowledged by the broker. A crash before the commit replays those
@@ -59,7 +60,7 @@ class PipelineConfig:
     cache_prefix: str = "featdistill"
     lag_every_s: float = 5.0
     max_in_flight: int = 512  # messages polled and not yet published
-    max_in_flight_bytes: int = 2 << 30  # decoded pixels held between decode and inference
+    max_in_flight_bytes: int = 2 << 30  # model inputs held between preprocessing and inference
     readiness: ReadinessPolicy = ReadinessPolicy()
     headers: HeaderPolicy = HeaderPolicy()  # trace context and headers carried onto results
 
@@ -211,18 +212,19 @@ class Pipeline:
 
     @property
     def held_bytes(self) -> int:
-        """Decoded pixels held now, between decode and inference."""
+        """Bytes of model inputs held now, between preprocessing and inference."""
         return self._held_bytes
 
     def _release(self, job: Job) -> None:
-        """Drop a job's pixels (its verdict is all we keep) and give their bytes back."""
-        if job.image is not None:
-            job.image = None
+        """Drop a job's model inputs (its verdict is all we keep) and give their bytes back."""
+        if job.inputs is not None:
+            job.inputs = None
             self._held_bytes -= job.pixel_bytes
 
     def _fetch_one(self, job: Job) -> JobFailed | None:
-        """Runs in the fetch pool: fetch, decode and hash one image (all three release the GIL
-        for most of their time)."""
+        """Runs in the fetch pool: fetch, decode, hash and preprocess one image (each releases
+        the GIL for most of its time). The decoded image is dropped here: the job keeps only the
+        model's inputs, so the loop's thread batches and runs the forward, nothing per image."""
         timer = self.metrics.stage_seconds
         t0 = time.perf_counter()
         try:
@@ -231,16 +233,19 @@ class Pipeline:
             return JobFailed(f"fetch_{exc.kind}", str(exc), exc.attempts)
         t1 = time.perf_counter()
         try:
-            job.image = decode_image(data, self.config.image_limits, self._decode_side)
+            image = decode_image(data, self.config.image_limits, self._decode_side)
         except ImageDecodeError as exc:
             return JobFailed(f"decode_{exc.kind}", str(exc))
-        job.pixel_bytes = job.image.width * job.image.height * len(job.image.getbands())
         t2 = time.perf_counter()
-        job.fingerprint = fingerprint(data, job.image)
+        job.fingerprint = fingerprint(data, image)
         job.cache_key = self.lookup.key(job.fingerprint)
+        t3 = time.perf_counter()
+        job.inputs = self.judge.prepare(image)
+        job.pixel_bytes = sum(int(v.nbytes) for v in job.inputs.values())
         timer.labels("fetch").observe(t1 - t0)
         timer.labels("decode").observe(t2 - t1)
-        timer.labels("hash").observe(time.perf_counter() - t2)
+        timer.labels("hash").observe(t3 - t2)
+        timer.labels("preprocess").observe(time.perf_counter() - t3)
         return None
 
     def _route(self, jobs: list[Job]) -> None:
@@ -276,7 +281,7 @@ class Pipeline:
 
     def _infer(self, jobs: list[Job]) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
-        scores = self.judge.predict([j.image for j in jobs])
+        scores = self.judge.predict_prepared([j.inputs for j in jobs])
         self.metrics.stage_seconds.labels("inference").observe(time.perf_counter() - t0)
         self.metrics.batch_size.observe(len(jobs))
         return [{"score": s.score, "experts": s.experts, "spread": s.spread} for s in scores]

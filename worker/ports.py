@@ -7,7 +7,7 @@ tests/test_contracts.py runs the same assertions against each fake and its real 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 if TYPE_CHECKING:  # annotations only: the ports do not load torch or Pillow
     from PIL import Image
@@ -123,5 +123,10 @@ class Judge(Protocol):
     def decode_side(self) -> int:
         """The short side images may be reduced to at decode without changing the scores."""
 
-    def predict(self, images: Sequence[Image.Image]) -> Sequence[Score]:
-        """One Score per image, in order; an exception fails the whole batch."""
+    def prepare(self, image: Image.Image) -> Mapping[Any, Any]:
+        """The decoded image made into the model's inputs (each value has `nbytes`, counted
+        against the in-flight bound); all the pipeline keeps of its pixels. Runs in the fetch
+        pool's threads, so that the loop's thread only batches and runs the forward."""
+
+    def predict_prepared(self, prepared: Sequence[Mapping[Any, Any]]) -> Sequence[Score]:
+        """One Score per prepared image, in order; an exception fails the whole batch."""

@@ -159,7 +159,9 @@ class Settings(SecuritySettings):
     max_in_flight: int = Field(
         512, gt=0, description="messages polled and not yet published at most (then polling pauses)")
     max_in_flight_mb: float = Field(
-        2048, gt=0, description="decoded pixels held before inference at most, MB (then polling pauses)")
+        2048, gt=0,
+        description="model inputs (preprocessed pixels) held before inference at most, MB "
+                    "(then polling pauses)")
     # Batching
     max_batch: int = Field(32, gt=0, description="images per inference batch at most")
     max_wait_ms: float = Field(50, ge=0, description="longest wait of a partial batch, ms")

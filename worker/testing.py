@@ -9,8 +9,9 @@ imports this one (tests/test_imports.py).
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 from PIL import Image
 
 from detector.service import Score, label_for
@@ -111,7 +112,8 @@ class MemoryFetcher:
 class FakeJudge:
     """A model with fixed, reproducible answers: each expert's P(fake) is derived from a digest
     of the image's pixels, so identical pictures score alike and different ones (nearly always)
-    do not. `fail_with` makes every predict raise it, as a CUDA out-of-memory would."""
+    do not. Its prepared inputs are the image's own pixels (as many bytes as the decoded image).
+    `fail_with` makes every prediction raise it, as a CUDA out-of-memory would."""
 
     def __init__(self, experts: Sequence[str] = ("a", "b"), threshold: float = 0.5,
                  version: str = "fake-judge", fail_with: Exception | None = None) -> None:
@@ -120,13 +122,19 @@ class FakeJudge:
         self.decode_side = 64
         self.fail_with = fail_with
 
-    def predict(self, images: Sequence[Image.Image]) -> list[Score]:
+    def prepare(self, image: Image.Image) -> dict[str, np.ndarray]:
+        return {"pixels": np.array(image.convert("RGB"))}
+
+    def predict_prepared(self, prepared: Sequence[Mapping[str, Any]]) -> list[Score]:
         if self.fail_with is not None:
             raise self.fail_with
-        return [self._score(image) for image in images]
+        return [self._score(inputs["pixels"]) for inputs in prepared]
 
-    def _score(self, image: Image.Image) -> Score:
-        digest = hashlib.sha256(image.tobytes()).digest()
+    def predict(self, images: Sequence[Image.Image]) -> list[Score]:
+        return self.predict_prepared([self.prepare(image) for image in images])
+
+    def _score(self, pixels: np.ndarray) -> Score:
+        digest = hashlib.sha256(pixels.tobytes()).digest()
         probs = {name: digest[i] / 255 for i, name in enumerate(self.experts)}
         score = sum(probs.values()) / len(probs)
         spread = max(probs.values()) - min(probs.values())
