@@ -4,9 +4,25 @@ the second pass is a cache hit. Speed is not asserted."""
 from __future__ import annotations
 
 import json
+import logging
+
+import pytest
+import structlog
 
 from bench.common import make_images
 from bench.gpu_pipeline import main
+
+
+@pytest.fixture(autouse=True)
+def restored_logging():
+    """The bench configures logging onto this test's captured stderr; later tests must not log to
+    that closed stream (test_contracts did, when run after this file)."""
+    saved, root = structlog.get_config(), logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_gpu_pipeline_bench_runs_on_the_tiny_preset(tmp_path, capsys):
