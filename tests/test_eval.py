@@ -1,6 +1,7 @@
 """Metrics against hand-computed values, and `featdistill eval` reports on tiny bundles."""
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -115,6 +116,15 @@ def test_eval_writes_report_files_with_sane_values(tmp_path, data):
     assert page.count("data:image/png;base64,") == 2 and "compression/severe" in page
     assert "q30" in page
     assert "| ensemble |" in (out / "report.md").read_text()
+    # every image's score under every condition, consistent with the report's AUC
+    with open(out / f"scores-{bundle.name}.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 24 * 6 and set(rows[0]) >= {"key", "label", "condition", "score",
+                                                    "clip-tiny-a", "siglip-tiny-a"}
+    clean = [r for r in rows if r["condition"] == "clean"]
+    labels = np.array([int(r["label"]) for r in clean])
+    assert abs(roc_auc(labels, np.array([float(r["score"]) for r in clean]))
+               - overall["ensemble"]["auc"]) < 1e-5
 
 
 def test_eval_is_deterministic(tmp_path, data):

@@ -122,11 +122,12 @@ def _evaluate_one(path: Path, samples, conditions, args, threshold_fpr: float | 
 
     from detector.service import Detector
     from train.evaluate.metrics import threshold_at_fpr
-    from train.evaluate.scoring import score, summarize
+    from train.evaluate.scoring import score, summarize, write_scores
 
     detector = Detector.load(path, device=args.device, dtype=args.dtype, tta=args.tta)
     probs = score(detector, samples, conditions, args.batch_size, args.num_workers, args.seed)
     names = [e.spec.name for e in detector.experts]
+    write_scores(args.out / f"scores-{path.name}.csv", samples, conditions, probs, names)
     threshold, note = detector.threshold, None
     if threshold_fpr is not None:
         labels = np.array([s.label for s in samples])

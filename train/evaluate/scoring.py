@@ -12,8 +12,10 @@ expert: overall, and per generator (that generator's fakes against all reals).
 """
 from __future__ import annotations
 
+import csv
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -119,6 +121,23 @@ def score(detector: Detector, samples: Sequence[Sample], conditions: Sequence[Co
             inputs = {spec: batch["tensors"][j][:, c].flatten(0, 1) for j, spec in enumerate(specs)}
             out[c][:, index] = detector.probabilities_of(inputs, detector.tta).numpy()
     return out
+
+
+def write_scores(path: Path, samples: Sequence[Sample], conditions: Sequence[Condition],
+                 probs: np.ndarray, names: Sequence[str]) -> Path:
+    """Every image's P(fake) under every condition (the ensemble's mean and each expert's), one
+    CSV row per image and condition: what a threshold for other photos, or another rate, is
+    chosen from without scoring again."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f, lineterminator="\n")
+        out.writerow(["key", "label", "generator", "source", "condition", "score", *names])
+        for c, cond in enumerate(conditions):
+            mean = probs[c].mean(axis=0)
+            for i, s in enumerate(samples):
+                out.writerow([s.key, s.label, s.generator, s.source, cond.name, f"{mean[i]:.6g}",
+                              *(f"{probs[c][k][i]:.6g}" for k in range(len(names)))])
+    return path
 
 
 def _block(labels: np.ndarray, probs: np.ndarray, names: Sequence[str], threshold: float) -> dict:
