@@ -8,37 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from detector.expert import Expert
-from detector.presets import tiny
 from shell.cli import main
-from tests.conftest import make_image
 from train.data import view_bank
 from train.data.prepared import PreparedViews, pack_views
-from train.data.records import DataError, Sample
+from train.data.records import DataError
 from train.data.samples import PrepConfig
 from train.degrade.catalogue import DegradationPolicy
+# the same tiny banked expert and source images as the resumable bank's tests
+from tests.test_view_bank_resume import expert, samples  # noqa: F401 (pytest fixtures)
 
 PREP = PrepConfig(enabled=True, crop_fraction=(0.5, 1.0), resize=(1.0, 1.5), jpeg_quality=(50, 100))
 POLICY = DegradationPolicy(p_degrade=1.0, max_ops=2, aligned_only=True)
-
-
-@pytest.fixture(scope="module")
-def expert() -> Expert:
-    torch.manual_seed(0)
-    return Expert.build(dataclasses.replace(tiny().experts[0], shared_blocks=1)).eval()
-
-
-@pytest.fixture(scope="module")
-def samples(tmp_path_factory) -> list[Sample]:
-    folder = tmp_path_factory.mktemp("images")
-    out = []
-    for i in range(10):
-        path = folder / f"{i}.png"
-        make_image(60, 48, seed=i).save(path)
-        out.append(Sample(path=str(path), label=i % 2, key=f"img-{i}"))
-    return out
 
 
 def _bank(samples, expert, folder, prepared=None):
