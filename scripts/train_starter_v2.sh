@@ -75,6 +75,10 @@ HARSH=(--set "data.degrade={p_degrade: 1.0, p_extended: 0.8, min_ops: 2, max_ops
 [[ -n "${FEATDISTILL_V2_HARSH:-}" ]] || HARSH=()
 COMMON=(--set "expert.pretrained=$FEATDISTILL_STARTER_CLIP"
         --set "data.view_bank.dir=$OUT/view-bank")
+# FEATDISTILL_V2_TEXT=P: draw words on P of the crops, both classes (data.prep.text_overlay,
+# train.data.text_overlay): the shipped adapter reads text as a sign of AI. Off by default, as the
+# shipped adapter was trained; it changes every view, so the pack and the banks are new ones.
+[[ -z "${FEATDISTILL_V2_TEXT:-}" ]] || COMMON+=(--set "data.prep.text_overlay=$FEATDISTILL_V2_TEXT")
 EVAL=(--dtype fast --num-workers 1)
 if [[ $SMOKE == 1 ]]; then
   SPLIT=(--set "data.split={kind: ratio, val_fraction: 0.25, seed: 0}")

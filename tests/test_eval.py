@@ -95,10 +95,10 @@ def test_eval_writes_report_files_with_sane_values(tmp_path, data):
     bundle = _bundle(tmp_path / "b")
     out = tmp_path / "report"
     assert main(["eval", "--bundle", str(bundle), "--data", str(data), "--out", str(out),
-                 "--degrade", "blur,compression", "--levels", "mild,severe", "--jpeg", "30"]) == 0
+                 "--degrade", "blur,compression", "--levels", "mild,severe", "--jpeg", "30", "--text"]) == 0
     doc = json.loads((out / "report.json").read_text())
     b = doc["bundles"][0]
-    assert doc["conditions"] == ["clean", "jpeg/q30", "blur/mild", "blur/severe",
+    assert doc["conditions"] == ["clean", "jpeg/q30", "text/words", "blur/mild", "blur/severe",
                                  "compression/mild", "compression/severe"]
     overall = b["overall"]
     assert overall["ensemble"]["n_real"] == 12 and overall["ensemble"]["n_fake"] == 12
@@ -109,7 +109,7 @@ def test_eval_writes_report_files_with_sane_values(tmp_path, data):
     assert set(b["per_generator"]) == {"toy-checker", "toy-stripes"}
     assert b["per_generator"]["toy-checker"]["ensemble"]["n_fake"] == 6
     assert [(r["family"], r["level"]) for r in b["robustness"]] == [("jpeg", "q30"),
-        ("blur", "mild"), ("blur", "severe"), ("compression", "mild"), ("compression", "severe")]
+        ("text", "words"), ("blur", "mild"), ("blur", "severe"), ("compression", "mild"), ("compression", "severe")]
     for name in ("roc.png", "robustness.png"):
         assert (out / name).read_bytes()[:8] == PNG
     page = (out / "report.html").read_text()
@@ -119,7 +119,7 @@ def test_eval_writes_report_files_with_sane_values(tmp_path, data):
     # every image's score under every condition, consistent with the report's AUC
     with open(out / f"scores-{bundle.name}.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 24 * 6 and set(rows[0]) >= {"key", "label", "condition", "score",
+    assert len(rows) == 24 * 7 and set(rows[0]) >= {"key", "label", "condition", "score",
                                                     "clip-tiny-a", "siglip-tiny-a"}
     clean = [r for r in rows if r["condition"] == "clean"]
     labels = np.array([int(r["label"]) for r in clean])

@@ -45,6 +45,9 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--levels", default="mild,medium,severe", help="levels for --degrade")
     p.add_argument("--jpeg", default="", metavar="QUALITIES",
                    help="also score plain JPEG re-encoding at these qualities, e.g. 30,50")
+    p.add_argument("--text", action="store_true",
+                   help="also score every image with words drawn on (condition text/words): how "
+                        "far text alone moves the scores (train.data.text_overlay)")
     p.add_argument("--loo", action="store_true",
                    help="score each bundle only on what its training split held out, and table "
                         "its held-out generators (rebuilt from the bundle's provenance)")
@@ -155,7 +158,7 @@ def run_eval(args: argparse.Namespace) -> int:
         samples = subsample(read_source(SourceConfig(path=str(args.data)), training=False), args.limit, args.seed)
         fams = families() if args.degrade == "all" else _split_list(args.degrade)
         conditions = make_conditions(fams, _split_list(args.levels),
-                                     [int(q) for q in _split_list(args.jpeg)])
+                                     [int(q) for q in _split_list(args.jpeg)], text=args.text)
         doc = {"data": str(args.data), "seed": args.seed, "tta": args.tta,
                "conditions": [c.name for c in conditions],
                "bundles": [], "loo": []}

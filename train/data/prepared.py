@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import zlib
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,7 +34,7 @@ PACK_FORMAT = 1
 
 
 def _meta(prep: PrepConfig, input_size: int, seed: int) -> dict[str, Any]:
-    return {"format": PACK_FORMAT, "prep": asdict(prep), "input_size": input_size, "seed": seed}
+    return {"format": PACK_FORMAT, "prep": prep.key_fields(), "input_size": input_size, "seed": seed}
 
 
 def view_rng(seed: int, key: str) -> np.random.Generator:

@@ -10,7 +10,7 @@ the very function inference uses.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -23,6 +23,7 @@ from detector.preprocess import to_tensor
 from detector.spec import PreprocessSpec
 from train.data import toy
 from train.data.records import Sample
+from train.data.text_overlay import draw_words
 from train.degrade.catalogue import DegradationPolicy, apply_ops
 
 NO_DEGRADATION = DegradationPolicy(p_degrade=0.0)
@@ -40,6 +41,21 @@ class PrepConfig:
     resize: tuple[float, float] = (1.0, 1.5)
     p_jpeg: float = 1.0  # re-encode as JPEG with this probability
     jpeg_quality: tuple[int, int] = (65, 100)  # uniform, inclusive
+    # Probability of drawing words on the crop before the re-encoding (train.data.text_overlay):
+    # text in the AI galleries and not in the photos is a cue of its own.
+    text_overlay: float = 0.0
+
+    def key_fields(self) -> dict[str, Any]:
+        """What names a bank or pack of views made with this prep. Fields added after banks were
+        built are left out at their "off" value, so those banks keep their names."""
+        fields = asdict(self)
+        for name, off in _ADDED_LATER.items():
+            if fields[name] == off:
+                del fields[name]
+        return fields
+
+
+_ADDED_LATER = {"text_overlay": 0.0}
 
 
 def open_sample(sample: Sample) -> Image.Image:
@@ -49,7 +65,8 @@ def open_sample(sample: Sample) -> Image.Image:
 
 
 def prepare(img: Image.Image, cfg: PrepConfig, input_size: int, rng: np.random.Generator) -> Image.Image:
-    """Random square crop, random resize, random JPEG re-encoding (the confound breaker)."""
+    """Random square crop, random resize, words drawn sometimes, random JPEG re-encoding (the
+    confound breaker)."""
     return prepare_encoded(img, cfg, input_size, rng)[0]
 
 
@@ -65,6 +82,9 @@ def prepare_encoded(img: Image.Image, cfg: PrepConfig, input_size: int,
     left, top = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
     target = max(1, int(round(input_size * rng.uniform(*cfg.resize))))
     img = img.resize((target, target), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side))
+    # Drawn only where asked, so that the random stream of a prep without it is unchanged.
+    if cfg.text_overlay > 0 and rng.random() < cfg.text_overlay:
+        img = draw_words(img, rng)
     if rng.random() < cfg.p_jpeg:
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)))

@@ -100,7 +100,7 @@ def bank_key(samples: Sequence[Sample], expert: Expert, views: int, prep: PrepCo
              policy: DegradationPolicy, seed: int, trunk: str) -> str:
     parts = {"keys": [s.key for s in samples], "preprocess": asdict(expert.spec.preprocess),
              "backbone": asdict(expert.spec.backbone), "upto": expert.spec.shared_blocks,
-             "views": views, "prep": asdict(prep), "policy": asdict(policy), "seed": seed,
+             "views": views, "prep": prep.key_fields(), "policy": asdict(policy), "seed": seed,
              "trunk": trunk, "format": 3}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

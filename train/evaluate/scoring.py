@@ -1,7 +1,8 @@
 """Scoring a bundle on labelled data, clean and under degradations, and summarising the numbers.
 
 A condition is "clean", ("jpeg", "q<N>"): plain JPEG re-encoding at quality N (the challenge's
-usual yardstick, e.g. q30), or (family, level): every image gets one operation of that family of
+usual yardstick, e.g. q30), ("text", "words"): words drawn onto the image (train.data.text_overlay:
+how much a bundle reads text as a sign of AI), or (family, level): every image gets one operation of that family of
 the degradation catalogue at that level (mild, medium or severe), the operation and its random
 parameters drawn from a generator seeded by (seed, image key, condition), so a re-run or a subset
 sees the same degraded pixels. Degradations apply to the decoded image at its own size, as they
@@ -27,6 +28,7 @@ from detector.preprocess import to_views
 from detector.service import Detector
 from train.data.records import Sample, heldout
 from train.data.samples import open_sample
+from train.data.text_overlay import draw_words
 from train.degrade.catalogue import OPERATIONS
 from train.degrade.ops import jpeg as jpeg_at
 from train.evaluate.metrics import binary_metrics, roc_curve
@@ -50,10 +52,11 @@ class Condition:
 
 
 JPEG = "jpeg"  # the family name of fixed-quality JPEG conditions (not a catalogue family)
+TEXT = Condition("text", "words")  # words drawn on every image (not a catalogue family either)
 
 
 def make_conditions(family_names: Sequence[str], levels: Sequence[str] = LEVELS,
-                    jpeg_qualities: Sequence[int] = ()) -> list[Condition]:
+                    jpeg_qualities: Sequence[int] = (), text: bool = False) -> list[Condition]:
     bad_q = [q for q in jpeg_qualities if not 1 <= int(q) <= 100]
     if bad_q:
         raise ValueError(f"JPEG qualities must be in 1..100, got {bad_q}")
@@ -65,12 +68,15 @@ def make_conditions(family_names: Sequence[str], levels: Sequence[str] = LEVELS,
     bad = sorted(set(levels) - set(LEVELS))
     if bad:
         raise ValueError(f"unknown levels {bad}; use {list(LEVELS)}")
-    return [Condition(), *jpeg] + [Condition(f, lv) for f in family_names for lv in levels]
+    return ([Condition(), *jpeg] + ([TEXT] if text else [])
+            + [Condition(f, lv) for f in family_names for lv in levels])
 
 
 def degrade_family(img, family: str, level: str, rng: np.random.Generator):
     if family == JPEG:
         return jpeg_at(img.convert("RGB"), int(level[1:]), rng)
+    if (family, level) == (TEXT.family, TEXT.level):
+        return draw_words(img, rng)
     ops = [op for op in OPERATIONS.values() if op.family == family]
     op = ops[int(rng.integers(len(ops)))]
     return op(img.convert("RGB"), op.level_index(level), rng)
