@@ -19,7 +19,9 @@ from train.sources.fetch import SourceError
 from train.sources.files import write_index
 from train.sources.git_import import GitRule, GitSource
 from train.sources.git_sources import GIT_SOURCES, comfy_workflow_model
-from train.sources.gitread import RESERVED_REPOS, check_commit, find_local, is_reserved_repo
+from train.sources.gitread import (
+    RESERVED_REPOS, Entry, check_commit, find_local, is_reserved_repo,
+)
 from train.sources.strip import has_metadata, strip_jpeg
 
 REPO = "someone/gallery"
@@ -255,3 +257,40 @@ def test_cli_lists_sources(capsys):
     assert main(["--list"]) == 0
     out = capsys.readouterr().out
     assert "nano-banana-gallery" in out and "heldout" in out
+
+
+def test_text_photo_rules_keep_camera_photos_only():
+    """The fifth search's rules (real photos with text): each keeps the camera photos of its
+    repository and leaves out the look-alikes next to them (downloaded product shots, flatbed
+    scans, plate crops, a cut-out car, word crops)."""
+    def chosen(name: str, paths: list[str]) -> list[str]:
+        src = next(s for s in GIT_SOURCES if s.name == name)
+        assert src.split == "train" and all(r.label == "real" for r in src.rules)
+        return [e.path for e, _ in ig.select([Entry(p, "0" * 40, 1) for p in paths], src.rules)]
+
+    assert chosen("grocery-packages", [
+        "dataset/train/Packages/Juice/Bravo-Apple-Juice/Bravo-Apple-Juice_001.jpg",
+        "dataset/iconic-images-and-descriptions/Packages/Juice/Bravo-Apple-Juice/x.jpg",
+        "dataset/train/Fruit/Apple/Granny-Smith/Granny-Smith_001.jpg",
+    ]) == ["dataset/train/Packages/Juice/Bravo-Apple-Juice/Bravo-Apple-Juice_001.jpg"]
+    assert chosen("alpr-benchmarks", [
+        "endtoend/br/AYO9034.jpg", "endtoend/usimages/car-01.png", "endtoend/usimages/car-10.png",
+        "endtoend/br/AYO9034.txt", "seg_and_ocr/usimages/ar1487.png", "speed/usimages/car-01.png",
+    ]) == ["endtoend/br/AYO9034.jpg", "endtoend/usimages/car-01.png"]
+    assert chosen("phone-scan-documents", [
+        "dataset/1_2/IMA/1_2_02_1.jpg", "dataset/0_1/IMA/0_1_02_1.jpg",
+        "dataset/0_0/IMA/0_0_02_1.jpg",
+    ]) == ["dataset/1_2/IMA/1_2_02_1.jpg"]
+    assert chosen("icdar2015-test", [
+        "End2End/TestSet/Imgs/img_1.jpg", "WordRecognition/TrainingSet/word_1.png",
+    ]) == ["End2End/TestSet/Imgs/img_1.jpg"]
+    assert chosen("mmocr-demo-photos", [
+        "demo/demo_kie.jpeg", "demo/resources/det_vis.png", "tests/data/rec_toy_dataset/imgs/1.jpg",
+    ]) == ["demo/demo_kie.jpeg"]
+    assert chosen("unsplash-test-photos", [
+        "Unsplash/jpg_original/a-unsplash.jpg", "Unsplash/png_converted/a-unsplash.png",
+        "wcDogg/jpg_24-bit_limited-palette/72dpi/bars.jpg",
+    ]) == ["Unsplash/jpg_original/a-unsplash.jpg"]
+    # no licence stated (or a registration-only mirror): opt-in, like pedestrian-frames
+    assert {s.name for s in GIT_SOURCES if not s.default} >= {"phone-scan-documents",
+                                                             "icdar2015-test"}

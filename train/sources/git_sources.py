@@ -213,6 +213,72 @@ GIT_SOURCES: tuple[GitSource, ...] = (
                     "scenes repeat. The repository states no licence, so this source is opt-in "
                     "(--only pedestrian-frames), not part of the default corpus",
               default=False),
+    # --- real photos with text in the scene, and stock-style photos (fifth search) ---------------
+    # Why: starter-v2 flags real photos holding text (signs, packaging, documents) and polished
+    # stock photos as AI; the reals above have almost none. DATACARD.md, "Fifth search".
+    GitSource("grocery-packages", "marcusklasson/GroceryStoreDataset",
+              "fc80ba90f803d79d0383df52c5a4ac5de99ff6fc", "MIT (repository LICENSE)",
+              (GitRule("dataset/*/Packages/**/*.jpg", "real", "photo",
+                       exclude=("dataset/iconic-images-and-descriptions/**",)),),
+              notes="Grocery Store Dataset (WACV 2019): phone photos taken in Swedish grocery "
+                    "stores of juice, milk, yoghurt and oat-drink cartons held in front of the "
+                    "shelf: printed packaging text, brand logos and shelf price labels. 348 px "
+                    "square, resized by the authors. The fruit and vegetable photos (little "
+                    "text) and the downloaded iconic product images are left out"),
+    GitSource("alpr-benchmarks", "openalpr/benchmarks",
+              "9790ed20d475be1e940a7e2a3f492a97c2ebed9b", "AGPL-3.0 (repository LICENSE)",
+              (GitRule("endtoend/*/*", "real", "photo",
+                       exclude=("endtoend/usimages/car-10.png",)),),
+              notes="OpenALPR's end-to-end benchmark: phone and camera photos of parked and "
+                    "moving cars with readable licence plates (Brazil 115, 1280 px phone photos "
+                    "in car parks; Europe 108; US 222, and 21 PNGs, 19 of them pixel copies). "
+                    "The plate crops and sample plates of seg_and_ocr/, the speed/ copies and "
+                    "one car cut out onto white (usimages/car-10.png) are left out"),
+    GitSource("unsplash-test-photos", "SqueezeSoftware/test_files",
+              "ba32ed75f9788f6004d749bdf6d725975e6dd98c", "Unsplash License (Unsplash/README.md)",
+              (GitRule("Unsplash/jpg_original/*.jpg", "real", "photo"),),
+              notes="Professional photos from Unsplash (1,800-6,000 px JPEGs: portraits, food, "
+                    "interiors, street, products, shallow depth of field). Only these: the "
+                    "repository's other folders are drawn test palettes, vector art and the "
+                    "1990s Kodak set"),
+    GitSource("mmocr-demo-photos", "open-mmlab/mmocr",
+              "966296f26ac34cf0e96d40ab4a0a94c9a697909a",
+              "Apache-2.0 (repository); the toy set's images are ICDAR 2015 (research use)",
+              (GitRule("demo/demo_*.jp*g", "real", "photo"),
+               GitRule("tests/data/det_toy_dataset/imgs/test/*.jpg", "real", "photo"),
+               GitRule("tests/data/kie_toy_dataset/wildreceipt/*.jpeg", "real", "photo")),
+              notes="MMOCR's demo and test photos: a dictionary page, a receipt, a blue plaque, a "
+                    "mall sign, a shop sign, ten ICDAR 2015 Google Glass frames of shop fronts, a "
+                    "WildReceipt receipt photo. Word crops and result renders left out"),
+    GitSource("easyocr-examples", "JaidedAI/EasyOCR", "c4f3cd7225efd4f85451bd8b4a7646ae9a092420",
+              "Apache-2.0 (repository)",
+              (GitRule("examples/chinese.jpg", "real", "photo"),
+               GitRule("examples/french.jpg", "real", "photo"),
+               GitRule("examples/japanese.jpg", "real", "photo"),
+               GitRule("examples/korean.png", "real", "photo"),
+               GitRule("examples/thai.jpg", "real", "photo")),
+              notes="EasyOCR's five example photos of street and road signs (Chinese, French, "
+                    "Japanese, Korean, Thai). Its other examples are a poster, diagrams and "
+                    "result renders"),
+    GitSource("phone-scan-documents", "slug183/phone-scan",
+              "175945bcb9fc0888d1901d7ba0b830efb69dc0a3",
+              "none stated (README: a dataset of documents digitized by smartphones)",
+              (GitRule("dataset/1_*/IMA/*.jpg", "real", "photo"),),
+              default=False,
+              notes="PHONE-SCAN: Russian A4 documents (contracts, invoices, forms, statutes) "
+                    "photographed with Samsung Galaxy S23+/S23 Ultra phones by several users, "
+                    "cropped to the page by the phone (700-2,500 px). The 0_* folders (300 dpi "
+                    "flatbed scans and their originals) are left out. No licence stated, so "
+                    "opt-in (--only phone-scan-documents)"),
+    GitSource("icdar2015-test", "ocr-algorithm-and-data/ICDAR2015",
+              "50f031dff55faec509f34d58b0b073e14a129360",
+              "ICDAR 2015 Robust Reading terms (research use; the mirror states none)",
+              (GitRule("End2End/TestSet/Imgs/*.jpg", "real", "photo"),),
+              default=False,
+              notes="ICDAR 2015 incidental scene text, the 500 test images: 1280x720 Google "
+                    "Glass frames in Singapore malls and streets, shop fronts and signs seen in "
+                    "passing (some blur). A mirror of a registration-only download, so opt-in "
+                    "(--only icdar2015-test). Word crops (WordRecognition/) left out"),
     GitSource("immich-test-assets", "immich-app/test-assets",
               "ec56cc6c1d76c45bc9615dc6ea232470a2b0a3a1", "public domain (README)",
               (GitRule("albums/**/*", "real", "photo"),
