@@ -77,7 +77,8 @@ COMMON=(--set "expert.pretrained=$FEATDISTILL_STARTER_CLIP"
         --set "data.view_bank.dir=$OUT/view-bank")
 # FEATDISTILL_V2_TEXT=P: draw words on P of the crops, both classes (data.prep.text_overlay,
 # train.data.text_overlay): the shipped adapter reads text as a sign of AI. Off by default, as the
-# shipped adapter was trained; it changes every view, so the pack and the banks are new ones.
+# shipped adapter was trained, and a small A/B here did not show it helping photographed text
+# (recipe header); it changes every view, so the pack and the banks are new ones.
 [[ -z "${FEATDISTILL_V2_TEXT:-}" ]] || COMMON+=(--set "data.prep.text_overlay=$FEATDISTILL_V2_TEXT")
 EVAL=(--dtype fast --num-workers 1)
 if [[ $SMOKE == 1 ]]; then
