@@ -13,6 +13,8 @@ same), random words, sizes, colours and places, sometimes on a sign-like box, so
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -27,6 +29,7 @@ WORDS = (
 ).split()
 
 
+@functools.lru_cache(maxsize=64)  # in the training loader: parse the built-in font once per size
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 

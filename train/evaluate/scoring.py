@@ -2,11 +2,11 @@
 
 A condition is "clean", ("jpeg", "q<N>"): plain JPEG re-encoding at quality N (the challenge's
 usual yardstick, e.g. q30), ("text", "words"): words drawn onto the image (train.data.text_overlay:
-how much a bundle reads text as a sign of AI), or (family, level): every image gets one operation of that family of
-the degradation catalogue at that level (mild, medium or severe), the operation and its random
-parameters drawn from a generator seeded by (seed, image key, condition), so a re-run or a subset
-sees the same degraded pixels. Degradations apply to the decoded image at its own size, as they
-would in the wild, before the expert's preprocessing.
+how much a bundle reads text as a sign of AI), or (family, level): every image gets one operation
+of that family of the degradation catalogue at that level (mild, medium or severe), the operation
+and its random parameters drawn from a generator seeded by (seed, image key, condition), so a
+re-run or a subset sees the same degraded pixels. Degradations apply to the decoded image at its
+own size, as they would in the wild, before the expert's preprocessing.
 
 Metrics are reported for the ensemble (mean P(fake), as the Detector computes it) and for each
 expert: overall, and per generator (that generator's fakes against all reals).
@@ -75,7 +75,7 @@ def make_conditions(family_names: Sequence[str], levels: Sequence[str] = LEVELS,
 def degrade_family(img, family: str, level: str, rng: np.random.Generator):
     if family == JPEG:
         return jpeg_at(img.convert("RGB"), int(level[1:]), rng)
-    if (family, level) == (TEXT.family, TEXT.level):
+    if family == TEXT.family:
         return draw_words(img, rng)
     ops = [op for op in OPERATIONS.values() if op.family == family]
     op = ops[int(rng.integers(len(ops)))]
