@@ -294,3 +294,49 @@ def test_text_photo_rules_keep_camera_photos_only():
     # no licence stated (or a registration-only mirror): opt-in, like pedestrian-frames
     assert {s.name for s in GIT_SOURCES if not s.default} >= {"phone-scan-documents",
                                                              "icdar2015-test"}
+
+
+def test_modern_generator_rules_keep_single_generations():
+    """The sixth search's rules: FLUX-Style-CheatSheet's 2x2 seed grids become their top-left
+    generation, the SD3.5 galleries are named from the workflow ComfyUI embedded (a checkpoint in
+    a sub-folder), and mflux keeps its text-to-image references only (not edits, upscales or
+    the small ones)."""
+    def src_named(name: str) -> GitSource:
+        return next(s for s in GIT_SOURCES if s.name == name)
+
+    flux = src_named("flux-artist-styles")
+    quadrants = [noise(512, 512, seed) for seed in range(4)]
+    grid = Image.new("RGB", (1024, 1024))
+    for i, q in enumerate(quadrants):
+        grid.paste(q, ((i % 2) * 512, (i // 2) * 512))
+    buf = io.BytesIO()
+    grid.save(buf, "WEBP", lossless=True)
+    chosen = ig.select([Entry(p, "0" * 40, 1) for p in (
+        "img/flux/style of Aaron Horkey.webp", "img/types/00-photo.webp")], flux.rules)
+    assert [e.path for e, _ in chosen] == ["img/flux/style of Aaron Horkey.webp"]
+    out, item = ig.process_blob(chosen[0][0], buf.getvalue(), chosen[0][1], flux, Counter())
+    kept = Image.open(io.BytesIO(out)).convert("RGB")
+    assert kept.size == (512, 512) and kept.tobytes() == quadrants[0].tobytes()
+    assert item.orig.endswith("#trim=0,0,512,512")
+
+    class FakeCtx:
+        def blob(self, path: str) -> bytes:
+            info = PngImagePlugin.PngInfo()
+            info.add_text("prompt", json.dumps({"37": {
+                "class_type": "CheckpointLoaderSimple",
+                "inputs": {"ckpt_name": "SD3\\sd3.5_large.safetensors"}}}))
+            png = io.BytesIO()
+            noise(64, 64, 1).save(png, "PNG", pnginfo=info)
+            return png.getvalue()
+
+    sd35 = src_named("sd35-artist-styles").rules[0]
+    assert sd35.generator_from("gallery-assets/AkihikoYoshida.png", FakeCtx()) == "sd3/sd3.5-large"
+
+    mflux = src_named("mflux-reference-outputs")
+    paths = [f"tests/resources/reference_{n}.png" for n in (
+        "flux2_klein_tiger_swim", "flux2_klein_9b_tiger_swim", "ideogram4_jazz_fest", "krea2_turbo",
+        "flux2_klein_edit_dalmatian", "qwen_txt2img", "seedvr2_upscaled")]
+    picked = {e.path: r.generator for e, r in ig.select([Entry(p, "0" * 40, 1) for p in paths],
+                                                         mflux.rules)}
+    assert picked == {paths[0]: "flux/flux.2-klein-4b", paths[1]: "flux/flux.2-klein-9b",
+                      paths[2]: "ideogram/ideogram-4", paths[3]: "krea/krea-2-turbo"}

@@ -115,6 +115,10 @@ _BSDS = "BSDS500/data/images/"
 # The Gemini app stamps a sparkle logo into the bottom-right corner (up to ~14 % of the height
 # from the bottom edge); reposts add handles and "ai" badges there too. Crop the bottom 16 %.
 _GEMINI_MARK = (0, 0, 0.16, 0)
+# FLUX-Style-CheatSheet saves each prompt's four seeds as one 2x2 composite (its
+# workflows/batch-flux.json: ImageGridComposite2x2, then resized to 1024 px): keep the top-left
+# quadrant, one single generation per prompt, never the grid.
+_TOP_LEFT_OF_2X2 = (0, 0.5, 0.5, 0)
 
 GIT_SOURCES: tuple[GitSource, ...] = (
     # --- AI images -------------------------------------------------------------------------------
@@ -169,6 +173,57 @@ GIT_SOURCES: tuple[GitSource, ...] = (
                     "recorded per image (\"SDXL base, Lightning or fine-tunes\"). No licence "
                     "stated, so opt-in (--only sdxl-style-previews)",
               default=False),
+    # --- modern generators missing above (sixth search): FLUX.1, SD3.5, Krea 2, FLUX.2 ----------
+    # Why: the AI images above are GPT-image, Gemini and SDXL/SD 1.5 only; issue 11 asks for
+    # at least 5 modern generators. DATACARD.md, "Sixth search".
+    GitSource("flux-artist-styles", "andygock/FLUX-Style-CheatSheet",
+              "8f532cbc5ee3a2abd05eee3fe48ae96a68fdfc21", "MIT (repository LICENSE)",
+              (GitRule("img/flux/*.webp", "fake", "ai-style-preview", "flux/flux.1-dev",
+                       trim=_TOP_LEFT_OF_2X2),),
+              notes="FLUX.1 [dev] (fp8, ComfyUI, 20 steps, 2025) renders of \"style of <artist>\" "
+                    "for 884 artists: paintings, drawings, illustrations, some photo styles. "
+                    "Each file is a 2x2 grid of four seeds resized to 1024 px, so the top-left "
+                    "quadrant is kept: one generation per artist, 512 px (downscaled 2x by the "
+                    "author, WebP; written as PNG after the crop). img/types/ (the SD-era "
+                    "examples of the fork's origin, 2023) is left out"),
+    GitSource("sd35-artist-styles", "EnragedAntelope/Artists-SD35L",
+              "f28b471e3bc990fd6933a55240a8cfe1dcd2d795", "MIT (repository LICENSE)",
+              (GitRule("gallery-assets/*.png", "fake", "ai-style-preview",
+                       generator_from=comfy_workflow_model),),
+              notes="Stable Diffusion 3.5 Large renders of one prompt per artist (129: "
+                    "\"<subject>, by <artist>\"), 1024 px PNG as ComfyUI saved them; the "
+                    "embedded workflow names sd3.5_large (resolved per file; late 2024)"),
+    GitSource("sd35-style-gallery", "EnragedAntelope/Styles-SD35L",
+              "edd33455c10af7582c111b173553dc6441d7bd67", "MIT (repository LICENSE)",
+              (GitRule("gallery-assets/*.png", "fake", "ai-style-preview",
+                       generator_from=comfy_workflow_model),),
+              notes="Stable Diffusion 3.5 Large renders of one prompt per art or photo style "
+                    "(147: oil painting, pixel art, portrait and aerial photography...), 1024 px "
+                    "PNG with the workflow embedded (sd3.5_large, resolved per file)"),
+    GitSource("krea2-identity-gallery", "EnragedAntelope/comfyui-identity-forge",
+              "d6101eb19ae8a39f3541245693252f3c7234f436", "MIT (repository LICENSE)",
+              (GitRule("gallery/*/images/*", "fake", "ai-gallery", "krea/krea-2"),),
+              notes="The gh-pages galleries of a ComfyUI character-prompt node (August 2026; the "
+                    "pinned commit is the gh-pages branch): photorealistic full-body portraits of "
+                    "people in costume (cosplay 1,826), archetypes (237) and creatures (233), "
+                    "indoors and outdoors, made with the Krea 2 text-to-image model (each "
+                    "gallery's workflow JSON: krea2_raw_int8 with the turbo LoRA at 0.6, 10 "
+                    "steps, 1664x2432), downscaled by the author to 600x876 JPEG. One generator "
+                    "and one composition (a person, centred): cap or weight it per source"),
+    GitSource("mflux-reference-outputs", "filipstrand/mflux",
+              "97ac5e6280e8c65e48a609722229eb9d03ef2cbe", "MIT (repository LICENSE)",
+              (GitRule("tests/resources/reference_flux2_klein_tiger_swim.png", "fake",
+                       "ai-reference-output", "flux/flux.2-klein-4b"),
+               GitRule("tests/resources/reference_flux2_klein_9b_tiger_swim.png", "fake",
+                       "ai-reference-output", "flux/flux.2-klein-9b"),
+               GitRule("tests/resources/reference_ideogram4_jazz_fest.png", "fake",
+                       "ai-reference-output", "ideogram/ideogram-4"),
+               GitRule("tests/resources/reference_krea2_turbo.png", "fake",
+                       "ai-reference-output", "krea/krea-2-turbo")),
+              notes="The reference outputs mflux's text-to-image tests compare against, the model "
+                    "named by each test (tests/image_generation/): FLUX.2 Klein 4B and 9B (one "
+                    "prompt and seed), Ideogram 4 (a poster), Krea 2 Turbo. The other references "
+                    "are edits, upscales or under 384 px; the README assets are collages"),
     GitSource("comfyui-examples", "comfyanonymous/ComfyUI_examples",
               "f9431bb000ce792094ff345446e22cac1ea6cef3",
               "permissive (\"use, copy, modify and/or distribute for any purpose\", LICENSE)",
