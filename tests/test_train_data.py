@@ -189,3 +189,16 @@ def test_training_refuses_heldout_rows(tmp_path):
     with pytest.raises(DataError, match="split=heldout"):  # the path training takes
         read_sources([SourceConfig(path=str(tmp_path / "m.csv"))])
     assert len(read_source(SourceConfig(path=str(tmp_path / "m.csv")), training=False)) == 2
+
+
+def test_limit_per_source_caps_each_repository_then_limit_applies(tmp_path):
+    rows = ["path,label,generator,source"]
+    rows += [f"big/{i}.png,fake,krea/krea-2,gallery@1" for i in range(50)]
+    rows += [f"small/{i}.png,real,,photos@2" for i in range(5)]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    capped = read_source(SourceConfig(path=str(tmp_path / "m.csv"), limit_per_source=10))
+    assert Counter(s.source for s in capped) == {"gallery@1": 10, "photos@2": 5}
+    again = read_source(SourceConfig(path=str(tmp_path / "m.csv"), limit_per_source=10))
+    assert [s.key for s in again] == [s.key for s in capped]  # a fixed, hash-chosen subset
+    both = read_source(SourceConfig(path=str(tmp_path / "m.csv"), limit_per_source=10, limit=12))
+    assert len(both) == 12 and {s.key for s in both} <= {s.key for s in capped}

@@ -55,6 +55,10 @@ class SourceConfig:
     image_size: int = 32  # toy only: side in pixels (make it the expert's input size)
     seed: int = 0  # toy only
     limit: int = 0  # use at most N images of this source, a fixed hash-chosen subset; 0: all
+    # at most N images from each repository or package (the manifest's `source` column), hash-chosen
+    # like `limit` and applied before it: one large gallery (2,297 Krea portraits of one
+    # composition) must not become most of a class. 0: no cap
+    limit_per_source: int = 0
 
     def __post_init__(self) -> None:
         if self.weight <= 0:
@@ -151,7 +155,7 @@ def read_source(cfg: SourceConfig, origin: int = 0, training: bool = True) -> li
                else read_manifest(path, origin, training=training))
     if not samples:
         raise DataError(f"{path}: no images found")
-    return subsample(samples, cfg.limit, 0)
+    return subsample(cap_per_source(samples, cfg.limit_per_source), cfg.limit, 0)
 
 
 def read_sources(sources: Sequence[SourceConfig]) -> list[Sample]:
@@ -235,6 +239,18 @@ def describe(samples: Sequence[Sample]) -> dict[str, Any]:
     gens = Counter(s.generator for s in samples if s.label)
     return {"images": len(samples), "real": sum(not s.label for s in samples),
             "fake": sum(gens.values()), "generators": dict(sorted(gens.items()))}
+
+
+def cap_per_source(samples: Sequence[Sample], limit: int) -> list[Sample]:
+    """At most `limit` samples of each `source` value, chosen as `subsample` chooses; the order of
+    the samples kept is unchanged."""
+    if limit <= 0:
+        return list(samples)
+    by_source: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_source.setdefault(s.source, []).append(s)
+    kept = {id(s) for group in by_source.values() for s in subsample(group, limit, 0)}
+    return [s for s in samples if id(s) in kept]
 
 
 def subsample(samples: Sequence[Sample], limit: int, seed: int) -> list[Sample]:
