@@ -125,6 +125,14 @@ def test_eval_writes_report_files_with_sane_values(tmp_path, data):
     labels = np.array([int(r["label"]) for r in clean])
     assert abs(roc_auc(labels, np.array([float(r["score"]) for r in clean]))
                - overall["ensemble"]["auc"]) < 1e-5
+    # the share called fake per source and class, as the scores and the threshold say
+    by_source = {(r["source"], r["class"]): r for r in b["per_source"]}
+    assert sum(r["n"] for r in b["per_source"]) == 24
+    for (source, cls), r in by_source.items():
+        mine = [float(c["score"]) for c in clean
+                if (c["source"].split("@")[0] or "(unnamed)") == source and int(c["label"]) == (cls == "fake")]
+        assert len(mine) == r["n"] and abs(np.mean(np.array(mine) >= b["threshold"]) - r["flagged"]) < 1e-9
+    assert "by source" in (out / "report.md").read_text()
 
 
 def test_eval_is_deterministic(tmp_path, data):

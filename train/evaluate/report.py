@@ -65,6 +65,11 @@ def _sections(doc: dict[str, Any]) -> list[tuple[str, Sequence[str], list[list[A
         title = f"{b['bundle']} (version {b['model_version']}, threshold {b['threshold']:.4f})"
         out.append((f"Clean: {title}", ["", *_COLUMNS],
                     [[label, *[m.get(k) for k in _COLUMNS]] for label, m in metric_rows(b)]))
+        if b.get("per_source"):  # reports written before it have none
+            out.append((f"Called fake at the threshold, by source: {title}",
+                        ["source", "class", "n", "flagged", "median score"],
+                        [[r["source"], r["class"], r["n"], r["flagged"], r["median"]]
+                         for r in b["per_source"]]))
         if b["robustness"]:
             out.append((f"Robustness (ensemble): {title}", ["condition", *_COLUMNS],
                         [[label, *[m.get(k) for k in _COLUMNS]] for label, m in robustness_rows(b)]))

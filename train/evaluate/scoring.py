@@ -160,6 +160,18 @@ def _per_generator(labels, gens, probs, names, threshold) -> dict:
     return out
 
 
+def _per_source(samples: Sequence[Sample], scores: np.ndarray, threshold: float) -> list[dict]:
+    """Share of each source's images called fake at the threshold (for reals: its false-positive
+    rate), by repository or package without the commit: the issue's targets are per photo
+    source, and one flagged kind of photo (documents, say) hides in a pooled rate."""
+    groups: dict[tuple[str, int], list[float]] = {}
+    for s, p in zip(samples, scores):
+        groups.setdefault((s.source.split("@")[0] or "(unnamed)", s.label), []).append(float(p))
+    return [{"source": name, "class": "fake" if label else "real", "n": len(v),
+             "flagged": float(np.mean(np.asarray(v) >= threshold)), "median": float(np.median(v))}
+            for (name, label), v in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
+
+
 def summarize(probs: np.ndarray, samples: Sequence[Sample], conditions: Sequence[Condition],
               names: Sequence[str], threshold: float) -> dict[str, Any]:
     labels = np.array([s.label for s in samples], dtype=np.int64)
@@ -170,6 +182,7 @@ def summarize(probs: np.ndarray, samples: Sequence[Sample], conditions: Sequence
         "n_real": int((labels == 0).sum()), "n_fake": int(labels.sum()), "threshold": threshold,
         "overall": _block(labels, clean, names, threshold),
         "per_generator": _per_generator(labels, gens, clean, names, threshold),
+        "per_source": _per_source(samples, clean.mean(axis=0), threshold),
         "roc": {ENSEMBLE: {"fpr": list(map(float, fpr)), "tpr": list(map(float, tpr))}},
         "robustness": [],
     }
