@@ -265,7 +265,7 @@ def test_text_photo_rules_keep_camera_photos_only():
     scans, plate crops, a cut-out car, word crops)."""
     def chosen(name: str, paths: list[str]) -> list[str]:
         src = next(s for s in GIT_SOURCES if s.name == name)
-        assert src.split == "train" and all(r.label == "real" for r in src.rules)
+        assert all(r.label == "real" for r in src.rules)
         return [e.path for e, _ in ig.select([Entry(p, "0" * 40, 1) for p in paths], src.rules)]
 
     assert chosen("grocery-packages", [
@@ -291,9 +291,14 @@ def test_text_photo_rules_keep_camera_photos_only():
         "Unsplash/jpg_original/a-unsplash.jpg", "Unsplash/png_converted/a-unsplash.png",
         "wcDogg/jpg_24-bit_limited-palette/72dpi/bars.jpg",
     ]) == ["Unsplash/jpg_original/a-unsplash.jpg"]
-    # no licence stated (or a registration-only mirror): opt-in, like pedestrian-frames
-    assert {s.name for s in GIT_SOURCES if not s.default} >= {"phone-scan-documents",
-                                                             "icdar2015-test"}
+    # no licence stated (or a registration-only mirror): opt-in, like pedestrian-frames, and
+    # evaluated only (split=heldout, which training refuses)
+    text_sets = {"phone-scan-documents", "icdar2015-test"}
+    assert {s.name for s in GIT_SOURCES if not s.default} >= text_sets
+    assert {s.name for s in GIT_SOURCES if s.held_out} >= text_sets
+    assert all(s.split == "train" for s in GIT_SOURCES if s.name in {
+        "grocery-packages", "alpr-benchmarks", "unsplash-test-photos", "mmocr-demo-photos",
+        "easyocr-examples"})
 
 
 def test_modern_generator_rules_keep_single_generations():

@@ -319,21 +319,23 @@ GIT_SOURCES: tuple[GitSource, ...] = (
               "175945bcb9fc0888d1901d7ba0b830efb69dc0a3",
               "none stated (README: a dataset of documents digitized by smartphones)",
               (GitRule("dataset/1_*/IMA/*.jpg", "real", "photo"),),
-              default=False,
+              default=False, held_out=True,
               notes="PHONE-SCAN: Russian A4 documents (contracts, invoices, forms, statutes) "
                     "photographed with Samsung Galaxy S23+/S23 Ultra phones by several users, "
                     "cropped to the page by the phone (700-2,500 px). The 0_* folders (300 dpi "
                     "flatbed scans and their originals) are left out. No licence stated, so "
-                    "opt-in (--only phone-scan-documents)"),
+                    "opt-in (--only phone-scan-documents) and held out: evaluated (photographed "
+                    "documents, a kind starter-v2 flagged), never trained on"),
     GitSource("icdar2015-test", "ocr-algorithm-and-data/ICDAR2015",
               "50f031dff55faec509f34d58b0b073e14a129360",
               "ICDAR 2015 Robust Reading terms (research use; the mirror states none)",
               (GitRule("End2End/TestSet/Imgs/*.jpg", "real", "photo"),),
-              default=False,
+              default=False, held_out=True,
               notes="ICDAR 2015 incidental scene text, the 500 test images: 1280x720 Google "
                     "Glass frames in Singapore malls and streets, shop fronts and signs seen in "
                     "passing (some blur). A mirror of a registration-only download, so opt-in "
-                    "(--only icdar2015-test). Word crops (WordRecognition/) left out"),
+                    "(--only icdar2015-test) and held out: evaluated (real photos with text), "
+                    "never trained on. Word crops (WordRecognition/) left out"),
     GitSource("immich-test-assets", "immich-app/test-assets",
               "ec56cc6c1d76c45bc9615dc6ea232470a2b0a3a1", "public domain (README)",
               (GitRule("albums/**/*", "real", "photo"),
