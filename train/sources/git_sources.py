@@ -119,6 +119,10 @@ _GEMINI_MARK = (0, 0, 0.16, 0)
 # workflows/batch-flux.json: ImageGridComposite2x2, then resized to 1024 px): keep the top-left
 # quadrant, one single generation per prompt, never the grid.
 _TOP_LEFT_OF_2X2 = (0, 0.5, 0.5, 0)
+# EnragedAntelope's SD 3.5 Large galleries (artists, styles) share one layout: ComfyUI's PNGs with
+# the workflow embedded, which names the checkpoint per file.
+_SD35_GALLERY = (GitRule("gallery-assets/*.png", "fake", "ai-style-preview",
+                         generator_from=comfy_workflow_model),)
 
 GIT_SOURCES: tuple[GitSource, ...] = (
     # --- AI images -------------------------------------------------------------------------------
@@ -188,15 +192,13 @@ GIT_SOURCES: tuple[GitSource, ...] = (
                     "examples of the fork's origin, 2023) is left out"),
     GitSource("sd35-artist-styles", "EnragedAntelope/Artists-SD35L",
               "f28b471e3bc990fd6933a55240a8cfe1dcd2d795", "MIT (repository LICENSE)",
-              (GitRule("gallery-assets/*.png", "fake", "ai-style-preview",
-                       generator_from=comfy_workflow_model),),
+              _SD35_GALLERY,
               notes="Stable Diffusion 3.5 Large renders of one prompt per artist (129: "
                     "\"<subject>, by <artist>\"), 1024 px PNG as ComfyUI saved them; the "
                     "embedded workflow names sd3.5_large (resolved per file; late 2024)"),
     GitSource("sd35-style-gallery", "EnragedAntelope/Styles-SD35L",
               "edd33455c10af7582c111b173553dc6441d7bd67", "MIT (repository LICENSE)",
-              (GitRule("gallery-assets/*.png", "fake", "ai-style-preview",
-                       generator_from=comfy_workflow_model),),
+              _SD35_GALLERY,
               notes="Stable Diffusion 3.5 Large renders of one prompt per art or photo style "
                     "(147: oil painting, pixel art, portrait and aerial photography...), 1024 px "
                     "PNG with the workflow embedded (sd3.5_large, resolved per file)"),
