@@ -60,12 +60,11 @@ PEOPLE_SOURCES: tuple[GitSource, ...] = (
               "S-Lab License 1.0 (repository; non-commercial); photos of public figures",
               (GitRule("inputs/gray_faces/*", "real", "archival-photo"),
                GitRule("inputs/cropped_faces/Solvay_*", "real", "archival-photo"),
-               GitRule("inputs/cropped_faces/Andrei_*", "real", "people"),
                GitRule("inputs/whole_imgs/*", "real", "people",
                        exclude=("inputs/whole_imgs/stable_diffusion*",))),
               notes="The face-restoration demo's real-world inputs: old black-and-white and "
-                    "childhood photos of public figures (512 px face crops), Solvay 1927 faces "
-                    "and group photos. Left out: the CelebA-Test faces (synthetic degradations), "
+                    "childhood photos of public figures (512 px face crops), two Solvay 1927 "
+                    "faces and group photos. Left out: the CelebA-Test faces (synthetic degradations), "
                     "masked_faces (white strokes drawn on) and a Stable Diffusion image in "
                     "whole_imgs at some commits"),
     GitSource("deepface-test-photos", "serengil/deepface",
