@@ -345,3 +345,64 @@ def test_modern_generator_rules_keep_single_generations():
                                                          mflux.rules)}
     assert picked == {paths[0]: "flux/flux.2-klein-4b", paths[1]: "flux/flux.2-klein-9b",
                       paths[2]: "ideogram/ideogram-4", paths[3]: "krea/krea-2-turbo"}
+
+
+def test_people_rules_keep_camera_photos_of_people_only():
+    """The seventh search's rules (real photos of people, archival photos): each keeps the
+    photos and leaves out what sits next to them: faded or repeated copies, restored outputs,
+    synthetic degradations, drawn-on masks, an AI image, rendered or composited hands, drawn
+    "virtual humans", next frames of one clip, posters and album covers, count plots."""
+    def chosen(name: str, paths: list[str]) -> dict[str, str]:
+        src = next(s for s in GIT_SOURCES if s.name == name)
+        assert all(r.label == "real" for r in src.rules)
+        return {e.path: r.category for e, r in ig.select([Entry(p, "0" * 40, 1) for p in paths],
+                                                         src.rules)}
+
+    assert chosen("deoldify-archival", [
+        "test_images/1908FamilyPhoto.jpg", "test_images/FadedDelores.PNG",
+        "test_images/FatMensShop.jpg", "result_images/1908FamilyPhoto.jpg",
+    ]) == {"test_images/1908FamilyPhoto.jpg": "archival-photo"}
+    assert chosen("old-photo-inputs", [
+        "test_images/old/a.png", "test_images/old_w_scratch/d.png", "imgs/0001.jpg",
+    ]) == {"test_images/old/a.png": "archival-photo", "test_images/old_w_scratch/d.png":
+           "archival-photo"}
+    assert chosen("codeformer-inputs", [
+        "inputs/gray_faces/Einstein01.png", "inputs/cropped_faces/0143.png",
+        "inputs/cropped_faces/Solvay_conference_1927_0018.png", "inputs/masked_faces/00105.png",
+        "inputs/whole_imgs/00.jpg", "inputs/whole_imgs/stable_diffusion_00.jpg",
+    ]) == {"inputs/gray_faces/Einstein01.png": "archival-photo",
+           "inputs/cropped_faces/Solvay_conference_1927_0018.png": "archival-photo",
+           "inputs/whole_imgs/00.jpg": "people"}
+    assert list(chosen("deepface-test-photos", [
+        "tests/unit/dataset/img11.jpg", "tests/unit/dataset/img11_reflection.jpg",
+        "tests/integration/dataset/target.jpg", "icon/deepface-icon.png",
+    ])) == ["tests/unit/dataset/img11.jpg", "tests/integration/dataset/target.jpg"]
+    mm = "tests/data/"
+    kept = [mm + p for p in (
+        "coco/000000000785.jpg",
+        "h36m/S1/S1_Directions_1.54138969/S1_Directions_1.54138969_000001.jpg",
+        "humanart/real_human/acrobatics/000000000590.jpg", "300vw/001/imgs/000006.jpg",
+        "posetrack18/videos/000001_mpiinew_test/000000.jpg",
+        "jhmdb/Frisbee_catch_f_cm_np1_ri_med_0/00001.png")]
+    left_out = [mm + p for p in (
+        "h36m/BF_IUV_gt/S1_Directions_1.54138969_000001_IUV.png",
+        "humanart/2D_virtual_human/digital_art/000000001648.jpg", "freihand/00000355.jpg",
+        "rhd/00111.png", "zebra/810.jpg", "300vw/001/imgs/000009.jpg",
+        "posetrack18/videos/000001_mpiinew_test/000001.jpg",
+        "jhmdb/Frisbee_catch_f_cm_np1_ri_med_1/00001.png")]
+    assert list(chosen("mmpose-test-people", kept + left_out)) == kept
+    wider = "Model_compression/Quantization/Pytorch/PTQ/representative_dataset/"
+    assert list(chosen("wider-face-sample", [
+        wider + "0_Parade_Parade_0_102.jpg", wider + "3_Riot_Riot_3_166.jpg",
+        "Worked_on_yolov5/yolov5/data/images/bus.jpg",
+    ])) == [wider + "0_Parade_Parade_0_102.jpg"]
+    assert list(chosen("crowd-photos", [
+        "ShanghaiTech/part_B/train_data/images/IMG_1.jpg", "raw/images/IMG_1.jpg",
+        "raw/output/IMG_1.png", "result/IMG_1.png",
+    ])) == ["ShanghaiTech/part_B/train_data/images/IMG_1.jpg", "raw/images/IMG_1.jpg"]
+    # no licence stated in the repository: opt-in, like pedestrian-frames
+    people = {s.name: s for s in GIT_SOURCES if s.name in {
+        "deoldify-archival", "old-photo-inputs", "codeformer-inputs", "deepface-test-photos",
+        "mmpose-test-people", "wider-face-sample", "crowd-photos"}}
+    assert len(people) == 7 and all(s.split == "train" for s in people.values())
+    assert {n for n, s in people.items() if not s.default} == {"wider-face-sample", "crowd-photos"}

@@ -17,6 +17,7 @@ import re
 from PIL import Image
 
 from train.sources.git_import import Ctx, GitRule, GitSource
+from train.sources.git_sources_people import PEOPLE_SOURCES
 
 # ----------------------------------------------------------------------------------------------
 # Resolvers: (path in the repository, Ctx) -> generator, or None to drop the file.
@@ -354,6 +355,8 @@ GIT_SOURCES: tuple[GitSource, ...] = (
               held_out=True,
               notes="The first 128 COCO train2017 images: everyday Flickr photos of people, "
                     "food, streets, animals, interiors (images/val2017 is the same 128)"),
+    # --- real photos of people and archival photographs (seventh search) ------------------------
+    *PEOPLE_SOURCES,
 )
 
 GIT_REGISTRY: dict[str, GitSource] = {s.name: s for s in GIT_SOURCES}
