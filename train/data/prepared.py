@@ -25,10 +25,10 @@ from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from train.data.records import DataError, Sample
 from train.data.samples import PrepConfig, open_sample, prepare_encoded
+from train.progress import progress_bar
 
 PACK_FORMAT = 1
 
@@ -54,7 +54,7 @@ def pack_views(samples: Sequence[Sample], prep: PrepConfig, input_size: int, see
     seen: dict[str, str] = {}
     written = size = 0
     with open(out / "index.jsonl", "w") as index:
-        for sample in tqdm(samples, desc="pack prepared views", disable=None, dynamic_ncols=True):
+        for sample in progress_bar(samples, "pack prepared views"):
             if sample.key in seen:
                 if seen[sample.key] != sample.path:
                     raise DataError(f"pack: key {sample.key!r} names two files "

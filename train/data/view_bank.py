@@ -30,7 +30,6 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from detector.expert import Expert
 from detector.preprocess import to_tensor
@@ -41,6 +40,7 @@ from train.data.records import Sample
 from train.degrade.catalogue import DegradationPolicy, apply_ops
 from train.data.prepared import PreparedViews, view_rng
 from train.data.samples import NO_DEGRADATION, PrepConfig, open_sample, prepare
+from train.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -136,10 +136,9 @@ def build_bank(samples: Sequence[Sample], expert: Expert, views: int, folder: Pa
     saved_at = time.monotonic()
     # no_grad, not inference_mode: under inference_mode, CPU bf16 autocast ran 3x slower here.
     with torch.no_grad(), autocast:
-        for batch in tqdm(loader, desc=f"view bank {name} ({len(samples)} images x {views})",
-                          initial=row // loader.batch_size,
-                          total=row // loader.batch_size + len(loader),
-                          disable=None, dynamic_ncols=True):
+        for batch in progress_bar(loader, f"view bank {name} ({len(samples)} images x {views})",
+                                  initial=row // loader.batch_size,
+                                  total=row // loader.batch_size + len(loader)):
             b = batch.shape[0]
             hidden = expert.backbone.forward_trunk(batch.flatten(0, 1).to(device), upto)
             hidden = hidden.float().reshape(b, views, *hidden.shape[1:]).cpu().numpy()

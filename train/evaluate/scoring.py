@@ -22,7 +22,6 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from detector.preprocess import to_views
 from detector.service import Detector
@@ -32,6 +31,7 @@ from train.data.text_overlay import draw_words
 from train.degrade.catalogue import OPERATIONS
 from train.degrade.ops import jpeg as jpeg_at
 from train.evaluate.metrics import binary_metrics, roc_curve
+from train.progress import progress_bar
 
 LEVELS = ("mild", "medium", "severe")
 ENSEMBLE = "ensemble"
@@ -121,7 +121,7 @@ def score(detector: Detector, samples: Sequence[Sample], conditions: Sequence[Co
     dataset = ConditionDataset(samples, conditions, specs, seed, detector.tta)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
     out = np.zeros((len(conditions), len(detector.experts), len(samples)), dtype=np.float64)
-    for batch in tqdm(loader, desc="eval", disable=None, leave=False, dynamic_ncols=True):
+    for batch in progress_bar(loader, "eval", leave=False):
         index = batch["index"].numpy()
         for c in range(len(conditions)):
             inputs = {spec: batch["tensors"][j][:, c].flatten(0, 1) for j, spec in enumerate(specs)}

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from detector.expert import Expert
 from detector.precision import autocast, resolve_precision
@@ -30,6 +29,7 @@ from train.fit.config import StageConfig
 from train.fit.freeze import set_train_mode
 from train.fit.losses import classification_loss, stage_loss
 from train.evaluate.metrics import accuracy, roc_auc
+from train.progress import progress_bar
 
 
 def make_optimizer(params: list[nn.Parameter], cfg: StageConfig) -> torch.optim.AdamW:
@@ -145,8 +145,7 @@ def run_epoch(stage: Stage, epoch: int, step: int, log: MetricsLog, log_every: i
     window: list[dict[str, float]] = []
     totals: list[dict[str, float]] = []
     images, started, window_start = 0, time.perf_counter(), time.perf_counter()
-    bar = tqdm(stage.loader, desc=f"{stage.name} epoch {epoch}", disable=None, leave=False,
-               dynamic_ncols=True)
+    bar = progress_bar(stage.loader, f"{stage.name} epoch {epoch}", leave=False)
     for i, batch in enumerate(bar):
         group_start = i - i % stage.accumulate
         group = min(stage.accumulate, n_batches - group_start)
