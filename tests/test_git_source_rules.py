@@ -157,6 +157,9 @@ def test_people_rules_keep_camera_photos_of_people_only():
         "ShanghaiTech/part_B/train_data/images/IMG_1.jpg", "raw/images/IMG_1.jpg",
         "raw/output/IMG_1.png", "result/IMG_1.png",
     ])) == ["ShanghaiTech/part_B/train_data/images/IMG_1.jpg", "raw/images/IMG_1.jpg"]
+
+
+def test_people_sources_opt_ins_and_held_out():
     # no licence stated in the repository: opt-in, like pedestrian-frames
     people = {s.name: s for s in GIT_SOURCES if s.name in {
         "deoldify-archival", "old-photo-inputs", "codeformer-inputs", "deepface-test-photos",
