@@ -169,3 +169,50 @@ def test_people_sources_opt_ins_and_held_out():
     assert {n for n, s in people.items() if s.split == "heldout"} == {
         "deepface-test-photos", "old-photo-inputs"}
     assert {n for n, s in people.items() if not s.default} == {"wider-face-sample", "crowd-photos"}
+
+
+def test_heldout_generator_rules_keep_single_generations_of_the_named_model():
+    """The eighth search's galleries are evaluated only (split=heldout: they can never change
+    train.csv or a training's view bank), and each keeps the images of its own generator: no
+    other model's half of a comparison, screenshots, grids or edits of an uploaded photo."""
+    from train.sources.git_sources_heldout import HELDOUT_GENERATOR_SOURCES
+    assert all(s.held_out and s.split == "heldout" for s in HELDOUT_GENERATOR_SOURCES)
+    assert {s.name for s in HELDOUT_GENERATOR_SOURCES} <= {s.name for s in GIT_SOURCES}
+
+    def picked(name: str, paths: list[str]) -> dict[str, str]:
+        src = next(s for s in GIT_SOURCES if s.name == name)
+        return {e.path: r.generator for e, r in ig.select([Entry(p, "0" * 40, 1) for p in paths],
+                                                         src.rules)}
+
+    ideogram = ["images/portrait_case1/output.jpg", "images/comparison_case2/output3.jpg",
+                "images/poster_case5/output2.jpg", "images/comparison_case15/output2.jpg"]
+    assert picked("ideogram4-gallery", ideogram + [
+        "images/comparison_case1/output.jpg", "images/comparison_case6/output.png",
+        "images/comparison_case10/output.jpg", "images/poster_case5/output.jpg",
+        "images/poster_case9/output.jpg", "images/comparison_case15/output.jpg",
+        "images/logo.jpg", "images/leaderboard.png",
+    ]) == dict.fromkeys(ideogram, "ideogram/ideogram-4")
+    seedream = ["images/1-1.jpg", "images/3-2.jpg", "images/47-1.jpg"]
+    assert picked("seedream5-gallery", seedream + [
+        "images/2-2.jpg", "images/15-3.jpg", "images/32-1.jpg", "images/38-1.jpg",
+        "images/banner.png",
+    ]) == dict.fromkeys(seedream, "seedream/seedream-5.0-pro")
+    assert list(picked("gpt-image-2-api-outputs", [
+        "assets/generated/product-hero.png", "assets/generated/sticker-sheet.png",
+        "docs/assets/generated/product-hero.png"])) == ["assets/generated/product-hero.png"]
+
+    class FakeCtx:
+        def text(self, path: str) -> str:
+            assert path == "data/cases.json"
+            return json.dumps({"cases": [
+                {"id": 1, "category": "Photography & Realism", "prompt": "a street at dusk"},
+                {"id": 2, "category": "Photography & Realism", "prompt": "参考上传的照片"},
+                {"id": 3, "category": "Photography & Realism", "prompt": "keep the uploaded face"},
+                {"id": 4, "category": "UI & Interfaces", "prompt": "a login page"},
+                {"id": 24, "category": "Photography & Realism", "prompt": "a 3x3 grid"}]})
+
+    resolve = next(s for s in GIT_SOURCES if s.name == "gpt-image-2-realism").rules[0].generator_from
+    ctx = FakeCtx()
+    assert {n: resolve(f"data/images/case{n}.jpg", ctx) for n in (1, 2, 3, 4, 24, 99)} == {
+        1: "gpt-image/gpt-image-2", 2: None, 3: None, 4: None, 24: None, 99: None}
+    assert resolve("data/images/cover.jpg", ctx) is None

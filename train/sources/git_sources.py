@@ -17,6 +17,7 @@ import re
 from PIL import Image
 
 from train.sources.git_import import Ctx, GitRule, GitSource
+from train.sources.git_sources_heldout import HELDOUT_GENERATOR_SOURCES
 from train.sources.git_sources_people import PEOPLE_SOURCES
 
 # ----------------------------------------------------------------------------------------------
@@ -357,6 +358,8 @@ GIT_SOURCES: tuple[GitSource, ...] = (
                     "food, streets, animals, interiors (images/val2017 is the same 128)"),
     # --- real photos of people and archival photographs (seventh search) ------------------------
     *PEOPLE_SOURCES,
+    # --- held-out modern generators, evaluation only (eighth search) ---------------------------
+    *HELDOUT_GENERATOR_SOURCES,
 )
 
 GIT_REGISTRY: dict[str, GitSource] = {s.name: s for s in GIT_SOURCES}
