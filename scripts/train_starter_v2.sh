@@ -246,7 +246,8 @@ if [[ "$(realpath "$held" 2>/dev/null)" == "$(realpath "$HELDOUT" 2>/dev/null)" 
 fi
 # Quality, both bundles: the git sources' held-out set (unseen generators, COCO and phone photos)
 # clean, re-encoded and degraded; what the split held out of the dev set (--loo: disco/majesty-
-# diffusion and the same share of reals); the registry's reserved wallpapers when present.
+# diffusion and the same share of reals). Never the Debian wallpapers: reserved for the
+# independent evaluation of our bundles, no importer fetches them.
 for name in starter-v2 univfd; do
   B="$OUT/$name-bundle"
   [[ -f "$OUT/report-heldout-$name/report.json" ]] || seconds featdistill eval --bundle "$B" \
@@ -261,11 +262,6 @@ for name in starter-v2 univfd; do
   if [[ -n "$ART" ]]; then
     [[ -f "$OUT/report-art-$name/report.json" ]] || seconds featdistill eval --bundle "$B" \
       --data "$ART" --out "$OUT/report-art-$name" "${EVAL[@]}"
-  fi
-  eval_only="$(dirname "$REGISTRY")/eval_only.csv"
-  if [[ -f "$eval_only" ]] && [[ $(wc -l < "$eval_only") -gt 1 ]]; then
-    [[ -f "$OUT/report-wallpapers-$name/report.json" ]] || featdistill eval --bundle "$B" \
-      --data "$eval_only" --out "$OUT/report-wallpapers-$name" "${EVAL[@]}"
   fi
 done
 echo "done: $OUT"

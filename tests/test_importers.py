@@ -148,29 +148,33 @@ def test_same_package_gives_the_same_manifest(tmp_path):
     assert not (tmp_path / "o1/toy.tmp").exists()
 
 
-def test_reserved_packages_need_eval_only():
+def test_reserved_packages_can_never_be_imported():
+    """The desktop-wallpaper packages belong to the independent evaluation of our bundles: no
+    importer may name one, not even to write an evaluation split."""
     for name in ("gnome-backgrounds", "mate-backgrounds", "plasma-workspace-wallpapers",
                  "ukui-wallpapers", "lomiri-wallpapers", "lomiri-wallpapers-16.04",
                  "sway-backgrounds", "desktop-base", "debian-edu-artwork-emerald"):
         assert is_reserved(name), name
         with pytest.raises(ValueError, match="reserved"):
             importer(package=name)
+        with pytest.raises(ValueError, match="reserved"):
+            importer(package=name, eval_only=True)
     for name in ("openclipart-png", "wesnoth-1.16-data", "mypaint-data-extras", "hedgewars-data"):
         assert not is_reserved(name), name
-    # the registry: every reserved package is eval_only, no training source is reserved
-    for imp in IMPORTERS:
-        assert imp.eval_only == (imp.manager == "apt" and is_reserved(imp.package)), imp.name
+    # the registry: no source is reserved, and none is eval_only
+    assert not any(imp.manager == "apt" and is_reserved(imp.package) for imp in IMPORTERS)
+    assert not any(imp.eval_only for imp in IMPORTERS)
     # the starter's art evaluation: these two whole packages, and nothing else, are held out
     assert {imp.name for imp in IMPORTERS if imp.held_out} == {"supertux", "hedgewars"}
     assert {REGISTRY[n].split for n in ("supertux", "hedgewars")} == {"heldout"}
     with pytest.raises(ValueError, match="exclude each other"):
-        importer(package="gnome-backgrounds", eval_only=True, held_out=True)
+        importer(package="my-kept-photos", eval_only=True, held_out=True)
 
 
 def test_eval_only_flag_writes_split_and_stays_out_of_train_index(tmp_path):
     pkg = make_package(tmp_path / "pkg")
     out = tmp_path / "sources"
-    ev = importer(name="eval-wall", package="gnome-backgrounds", eval_only=True,
+    ev = importer(name="eval-wall", package="my-kept-photos", eval_only=True,
                   rules=(Rule(f"{PKG}/art/*", "wallpaper"),))
     ev_rows = imps.import_from_folder(ev, pkg, out)
     assert ev_rows and {r["split"] for r in ev_rows} == {"eval_only"}
@@ -257,8 +261,7 @@ def test_largest_per_dir_and_limit(tmp_path):
         (d / folder).mkdir(parents=True)
         for j, size in enumerate((120, 300, 200)):
             noise(size, size, 10 * i + j).save(d / folder / f"{size}.png")
-    imp = importer(rules=(Rule(f"{PKG}/*/*.png", "wallpaper", largest_per_dir=True),),
-                   package="x-backgrounds", eval_only=True)
+    imp = importer(rules=(Rule(f"{PKG}/*/*.png", "drawing", largest_per_dir=True),))
     rows = imps.import_from_folder(imp, tmp_path / "pkg", tmp_path / "out")
     assert sorted(r["orig"] for r in rows) == [f"{PKG}/w1/300.png", f"{PKG}/w2/300.png"]
 
@@ -350,6 +353,6 @@ def test_importer_validation():
 def test_cli_list_and_unknown_name(capsys):
     assert imps.main(["--list"]) == 0
     out = capsys.readouterr().out
-    assert "openclipart" in out and "eval_only" in out
+    assert "openclipart" in out and "heldout" in out and "eval_only" not in out
     with pytest.raises(SystemExit):
         imps.main(["--only", "no-such-source"])

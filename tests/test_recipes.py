@@ -40,4 +40,5 @@ def test_train_starter_v2_script_sets_what_the_recipe_leaves_open():
     script = (ROOT / "scripts/train_starter_v2.sh").read_text()
     for needle in ("expert.pretrained=", "data.sources=", "--smoke", "heldout.csv"):
         assert needle in script
-    assert '--data "$eval_only"' in script  # evaluated, never a training source
+    # the Debian wallpapers are the independent evaluation's: never fetched, trained or scored on
+    assert "report-wallpapers" not in script and '--data "$eval_only"' not in script

@@ -1,6 +1,6 @@
 """What a package source is: `Importer` (one pinned package, its licence, label and rules) and
 `Rule` (a path glob inside the package with a category), and which packages are reserved for
-evaluation. The pipeline that runs them is train.sources.packages; the sources themselves are
+independent evaluation (never imported). The pipeline that runs them is train.sources.packages; the sources themselves are
 train.sources.package_sources. This module imports nothing of the project, so every other module
 of train.sources can import it at the top.
 """
@@ -17,7 +17,9 @@ CATEGORIES = frozenset({"drawing", "clipart", "icon", "texture", "render", "scre
                         "pixel-art", "painting", "photo", "wallpaper"})
 PIPELINE_VERSION = 1  # bump when normalising or filtering changes: invalidates every stamp
 
-# Desktop wallpaper / background packages: reserved for the independent evaluation set.
+# Desktop wallpaper / background packages: reserved for the independent evaluation that measures
+# this project's bundles. Never imported here, not even as an evaluation split: an importer that
+# names one cannot be constructed.
 RESERVED_PATTERNS = (
     r".*-backgrounds?",  # gnome-, mate-, sway-backgrounds, ...
     r".*-wallpapers?(-.*)?",  # plasma-workspace-, ukui-, lomiri-wallpapers(-16.04), ...
@@ -29,7 +31,7 @@ RESERVED_PATTERNS = (
 
 
 def is_reserved(package: str) -> bool:
-    """True for a package reserved for evaluation (desktop wallpapers and backgrounds)."""
+    """True for a package reserved for independent evaluation (desktop wallpapers, backgrounds)."""
     return any(re.fullmatch(p, package) for p in RESERVED_PATTERNS)
 
 
@@ -54,7 +56,7 @@ class Importer:
     kind: Literal["real", "fake"]
     rules: tuple[Rule, ...]
     generator: str = ""  # fake only: the generator name the manifest records
-    eval_only: bool = False  # reserved package: manifest split = eval_only
+    eval_only: bool = False  # a set of the user's own kept for evaluation: split = eval_only
     held_out: bool = False  # the project's own held-out evaluation package: split = heldout
     min_side: int = 96
     max_aspect: float = 6.0
@@ -72,9 +74,9 @@ class Importer:
             raise ValueError(f"{self.name}: kind must be real or fake")
         if (self.kind == "fake") != bool(self.generator):
             raise ValueError(f"{self.name}: a fake source needs a generator name, a real one none")
-        if self.manager == "apt" and is_reserved(self.package) and not self.eval_only:
-            raise ValueError(f"{self.name}: {self.package} is reserved for evaluation; "
-                             "its importer must set eval_only=True")
+        if self.manager == "apt" and is_reserved(self.package):
+            raise ValueError(f"{self.name}: {self.package} is reserved for independent "
+                             "evaluation and may never be imported")
         if self.eval_only and self.held_out:
             raise ValueError(f"{self.name}: eval_only and held_out exclude each other")
         for rule in self.rules:

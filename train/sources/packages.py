@@ -30,15 +30,16 @@ Each `Importer` names one package (manager, name, pinned version), its licence, 
                path, plus import.json (the stamp that makes a re-run with the same package version
                and rules a no-op) and the package's copyright file when it has one.
 
-Desktop wallpaper/background packages are reserved for independent evaluation: their importers
-carry `eval_only=True` and write `split=eval_only`; an importer that names a reserved package
-without that flag cannot be constructed. Whole packages the project keeps back for its own
+Desktop wallpaper/background packages are reserved for the independent evaluation of this
+project's bundles: an importer that names one cannot be constructed, so they are never
+downloaded, imported or scored here. An importer with `eval_only=True` (a set of the user's own
+kept for evaluation) writes `split=eval_only`. Whole packages the project keeps back for its own
 evaluation (the human-made art styles no training saw: supertux, hedgewars) carry `held_out=True`
 and write `split=heldout`, as the git sources' held-out ones do. After a run, <root>/train.csv
 gathers every split=train row (paths relative to <root>), minus any image whose pixels also appear
 in an eval_only or heldout source (and minus cross-source duplicates and label conflicts, see
 train.sources.files.write_index); <root>/heldout.csv gathers the held-out rows (package and git
-sources alike) and <root>/eval_only.csv the reserved ones. Training
+sources alike) and <root>/eval_only.csv the eval_only ones. Training
 (`train.data.records.read_manifest` with training=True) refuses rows whose `split` is eval_only or
 heldout; a manifest without a `split` column is not checked, so still never point training at a
 reserved or held-out source's files.
