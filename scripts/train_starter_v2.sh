@@ -58,9 +58,11 @@ limit_all=0
 # images) and 3,781 clothes photos. 0 (the default): all, as the shipped starter-v2 was trained
 # on the index before the sixth import; its successor is to be trained with 500.
 PER_SOURCE="${FEATDISTILL_V2_PER_SOURCE:-0}"
+# FEATDISTILL_V2_AIGI_LIMIT=N: a hash-chosen N of the dev set (default all), for a CPU budget
+AIGI_LIMIT="${FEATDISTILL_V2_AIGI_LIMIT:-$limit_all}"
 # sources for one mixture: aigi, git[, registry] with the given weights
 sources() {  # w_aigi w_git w_registry
-  local s="{path: $AIGI, weight: $1, limit: $limit_all}, {path: $GIT, weight: $2, limit: $limit_all, limit_per_source: $PER_SOURCE}"
+  local s="{path: $AIGI, weight: $1, limit: $AIGI_LIMIT}, {path: $GIT, weight: $2, limit: $limit_all, limit_per_source: $PER_SOURCE}"
   if [[ $use_registry == 1 ]]; then
     local lim=1200; [[ $SMOKE == 1 ]] && lim=$limit_all
     s="$s, {path: $REGISTRY, weight: $3, limit: $lim}"
@@ -89,6 +91,9 @@ COMMON=(--set "expert.pretrained=$FEATDISTILL_STARTER_CLIP"
 # shipped adapter was trained, and a small A/B here did not show it helping photographed text
 # (recipe header); it changes every view, so the pack and the banks are new ones.
 [[ -z "${FEATDISTILL_V2_TEXT:-}" ]] || COMMON+=(--set "data.prep.text_overlay=$FEATDISTILL_V2_TEXT")
+# FEATDISTILL_V2_VIEWS=N: views per image in the bank (the recipe's 3 by default); 2 cuts a CPU
+# bank by a third
+[[ -z "${FEATDISTILL_V2_VIEWS:-}" ]] || COMMON+=(--set "data.view_bank.views=$FEATDISTILL_V2_VIEWS")
 EVAL=(--dtype fast --num-workers 1)
 if [[ $SMOKE == 1 ]]; then
   SPLIT=(--set "data.split={kind: ratio, val_fraction: 0.25, seed: 0}")
@@ -134,8 +139,10 @@ for tag in ${EXPERTS[@]+"${EXPERTS[@]}"}; do
     *) echo "unknown expert $tag" >&2; exit 1 ;;
   esac
 done
-# The baseline: a UnivFD linear probe on the frozen CLIP embedding, same bank, same split.
-[[ -f "$OUT/univfd/adapter.safetensors" || ${#EXPERTS[@]} == 0 ]] || seconds featdistill train examples/train/starter-v2.yaml \
+# The baseline: a UnivFD linear probe on the frozen CLIP embedding, same bank, same split
+# (FEATDISTILL_V2_PROBE=0: not trained, for a CPU budget; then only starter-v2 is bundled).
+PROBE="${FEATDISTILL_V2_PROBE:-1}"
+[[ -f "$OUT/univfd/adapter.safetensors" || ${#EXPERTS[@]} == 0 || $PROBE == 0 ]] || seconds featdistill train examples/train/starter-v2.yaml \
   --out "$OUT/univfd" --resume "${COMMON[@]}" "${SPLIT[@]}" --set "data.sources=$BALANCED" \
   --set "version=univfd-v2" --set "expert.preset=univfd:univfd-probe" --set "low_rank={rank: 0}" \
   --set "stage1={epochs: 3, lr: 1.0e-3, warmup_steps: 10, min_lr_ratio: 0.05, trainable_blocks: none, weight_decay: 0.0}" \
@@ -193,7 +200,9 @@ if [[ $CALIBRATION == split ]]; then CAL=(--data "$GIT" --loo); else CAL=(--data
 adapters=()
 for tag in "${EXPERTS[@]}"; do adapters+=("$OUT/starter-$tag/adapter.safetensors"); done
 threshold_of() { python -c 'import json,sys; print(json.load(open(sys.argv[1]))["threshold"])' "$1/manifest.json"; }
-for name in starter-v2 univfd; do
+BUNDLES=(starter-v2 univfd)
+[[ $PROBE == 0 ]] && BUNDLES=(starter-v2)
+for name in "${BUNDLES[@]}"; do
   B="$OUT/$name-bundle"
   [[ -f "$B/manifest.json" ]] && continue
   if [[ $name == univfd ]]; then src="$OUT/univfd/adapter.safetensors"; else
@@ -248,7 +257,7 @@ fi
 # clean, re-encoded and degraded; what the split held out of the dev set (--loo: disco/majesty-
 # diffusion and the same share of reals). Never the Debian wallpapers: reserved for the
 # independent evaluation of our bundles, no importer fetches them.
-for name in starter-v2 univfd; do
+for name in "${BUNDLES[@]}"; do
   B="$OUT/$name-bundle"
   [[ -f "$OUT/report-heldout-$name/report.json" ]] || seconds featdistill eval --bundle "$B" \
     --data "$HELDOUT" --out "$OUT/report-heldout-$name" "${EVAL[@]}" --jpeg 50,30 \
