@@ -220,6 +220,10 @@ for name in "${BUNDLES[@]}"; do
   mv "$B.partial" "$B"
 done
 
+# FEATDISTILL_V2_QUALITY=0: stop here, the bundles built and thresholded (a CPU budget; evaluate
+# them with `featdistill eval` on what matters most first).
+[[ "${FEATDISTILL_V2_QUALITY:-1}" != 0 ]] || { echo "done (no quality evaluation): $OUT"; exit 0; }
+
 # FEATDISTILL_ART_HELDOUT: human-made art kept out of training (whole packages), all "real". By
 # default the held-out packages' rows (supertux, hedgewars) of the registry's heldout.csv, which
 # also holds the git sources' held-out photos and AI images when both share a root.
