@@ -1,8 +1,8 @@
 """What a package source is: `Importer` (one pinned package, its licence, label and rules) and
 `Rule` (a path glob inside the package with a category), and which packages are reserved for
-independent evaluation (never imported). The pipeline that runs them is train.sources.packages; the sources themselves are
-train.sources.package_sources. This module imports nothing of the project, so every other module
-of train.sources can import it at the top.
+independent evaluation (never imported). The pipeline that runs them is train.sources.packages;
+the sources themselves are train.sources.package_sources. This module imports nothing of the
+project, so every other module of train.sources can import it at the top.
 """
 from __future__ import annotations
 
