@@ -255,7 +255,8 @@ def write_index(root: Path, names: Iterable[str]) -> dict:
     train.csv: every split=train row, minus images whose pixels also appear in an eval_only or
     heldout source, minus pixel duplicates across sources (the first path in sorted order wins),
     minus pixels found under both labels. heldout.csv: the project's own held-out sources (whole
-    generators and whole real-photo sources). eval_only.csv: sources a user keeps for evaluation only (none of ours)."""
+    generators and whole real-photo sources). eval_only.csv: sources a user keeps for evaluation
+    only (none of ours)."""
     train, evals, held = [], [], []
     for name in sorted(names):
         manifest = root / name / "manifest.csv"

@@ -14,20 +14,17 @@ import re
 
 from train.sources.git_import import Ctx, GitRule, GitSource
 
-# Ideogram 4.0 gallery: one folder per case. Kept: portraits, posters and the comparison cases
-# whose every image is Ideogram's. Left out: comparison_case1 (ten models, unlabelled), 6-9
-# (screenshots of a review site), 10-11 (Ideogram and GPT Image 2 in unknown order), 15's
-# ComfyUI screenshot, poster 5's chat screenshot, poster 9 (a layout sketch), logo, leaderboard.
-_IDEOGRAM_CASES = ("portrait_case1", "portrait_case2", "poster_case1", "poster_case2",
-                   "poster_case3", "poster_case4", "poster_case6", "poster_case7", "poster_case8",
-                   *(f"comparison_case{n}" for n in (2, 3, 4, 5, 12, 13, 14)))
-_IDEOGRAM_RULES = (
-    *(GitRule(f"images/{case}/*", "fake", "ai-gallery", "ideogram/ideogram-4")
-      for case in _IDEOGRAM_CASES),
-    GitRule("images/poster_case5/output2.jpg", "fake", "ai-gallery", "ideogram/ideogram-4"),
-    GitRule("images/comparison_case15/output2.jpg", "fake", "ai-gallery", "ideogram/ideogram-4"),
-    GitRule("images/comparison_case15/output3.jpg", "fake", "ai-gallery", "ideogram/ideogram-4"),
-)
+# Ideogram 4.0 gallery: one folder per case (the logo and leaderboard sit above them). Kept:
+# portraits, posters and the comparison cases whose every image is Ideogram's. Left out:
+# comparison_case1 (ten models, unlabelled), 6-9 (screenshots of a review site), 10-11 (Ideogram
+# and GPT Image 2 in unknown order), 15's ComfyUI screenshot, poster 5's chat screenshot and
+# poster 9 (a layout sketch).
+_IDEOGRAM_LEFT_OUT = (
+    *(f"images/comparison_case{n}/*" for n in (1, 6, 7, 8, 9, 10, 11)),
+    "images/poster_case9/*", "images/poster_case5/output.jpg",
+    "images/comparison_case15/output.jpg")
+_IDEOGRAM_RULES = (GitRule("images/*/*", "fake", "ai-gallery", "ideogram/ideogram-4",
+                           exclude=_IDEOGRAM_LEFT_OUT),)
 
 # Seedream 5.0 Pro gallery: data/prompts.yaml tags every entry seedream-5.0-pro; image N-1 is
 # the entry's Seedream output, and N-2 is Seedream's too except in the comparison entries (2, 6,
