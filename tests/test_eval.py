@@ -16,7 +16,7 @@ from detector.service import Detector
 from shell.cli import main
 from train.data.toy import write_toy_dataset
 from train.evaluate.metrics import (accuracy, average_precision, best_threshold, binary_metrics,
-                           roc_auc, roc_curve, threshold_at_fpr)
+                           roc_auc, roc_curve, threshold_at_fpr, threshold_interval)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -74,6 +74,20 @@ def test_thresholds_hand_values():
     assert acc == pytest.approx(7 / 8) and accuracy(y, s, thr) == pytest.approx(7 / 8)
     m = binary_metrics(y, s, 0.5)
     assert m["tpr"] == 0.75 and m["fpr"] == 0.0 and m["acc"] == pytest.approx(7 / 8)
+
+
+def test_threshold_interval_is_wide_on_few_reals_and_narrow_on_many():
+    rng = np.random.default_rng(0)
+    few, many = rng.uniform(size=59), rng.uniform(size=5000)
+    lo_few, hi_few = threshold_interval(np.zeros(few.size), few, 0.03)
+    lo_many, hi_many = threshold_interval(np.zeros(many.size), many, 0.03)
+    assert lo_few <= threshold_at_fpr(np.zeros(few.size), few, 0.03) <= hi_few
+    assert lo_many <= threshold_at_fpr(np.zeros(many.size), many, 0.03) <= hi_many
+    assert hi_many - lo_many < 0.02
+    assert hi_few - lo_few > 3 * (hi_many - lo_many)
+    assert threshold_interval(np.zeros(few.size), few, 0.03) == (lo_few, hi_few)  # seeded
+    with pytest.raises(ValueError):
+        threshold_interval([1, 1], [0.2, 0.9], 0.03)
 
 
 # ------------------------------------------------------------------------- eval command
@@ -145,7 +159,7 @@ def test_eval_is_deterministic(tmp_path, data):
     assert docs[0]["robustness"] == docs[1]["robustness"]
 
 
-def test_set_threshold_fpr_rewrites_the_manifest(tmp_path, data):
+def test_set_threshold_fpr_rewrites_the_manifest(tmp_path, data, capsys):
     bundle = _bundle(tmp_path / "b")
     assert main(["eval", "--bundle", str(bundle), "--data", str(data), "--out", str(tmp_path / "r"),
                  "--set-threshold-fpr", "0.25"]) == 0
@@ -153,6 +167,9 @@ def test_set_threshold_fpr_rewrites_the_manifest(tmp_path, data):
     verify_files(bundle, manifest)
     assert manifest.ensemble.threshold != 0.5
     assert manifest.provenance["threshold_choice"]["target_fpr"] == 0.25
+    lo, hi = manifest.provenance["threshold_choice"]["interval_90"]
+    assert lo <= manifest.ensemble.threshold <= hi
+    assert "the threshold is unstable" in capsys.readouterr().err  # 25 % of a dozen toy reals
     detector = Detector.load(bundle)
     assert detector.threshold == manifest.ensemble.threshold
     from train.data.records import read_manifest as read_samples

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -124,7 +125,7 @@ def _evaluate_one(path: Path, samples, conditions, args, threshold_fpr: float | 
     import numpy as np
 
     from detector.service import Detector
-    from train.evaluate.metrics import threshold_at_fpr
+    from train.evaluate.metrics import threshold_at_fpr, threshold_interval
     from train.evaluate.scoring import score, summarize, write_scores
 
     detector = Detector.load(path, device=args.device, dtype=args.dtype, tta=args.tta)
@@ -134,14 +135,29 @@ def _evaluate_one(path: Path, samples, conditions, args, threshold_fpr: float | 
     threshold, note = detector.threshold, None
     if threshold_fpr is not None:
         labels = np.array([s.label for s in samples])
-        threshold = threshold_at_fpr(labels, probs[0].mean(axis=0), threshold_fpr)
+        clean = probs[0].mean(axis=0)
+        threshold = threshold_at_fpr(labels, clean, threshold_fpr)
+        interval = threshold_interval(labels, clean, threshold_fpr)
         note = {"target_fpr": threshold_fpr, "previous": detector.threshold, "threshold": threshold,
-                "data": str(args.data), "images": len(samples)}
+                "interval_90": list(interval), "data": str(args.data), "images": len(samples)}
+        _warn_unstable_threshold(int((labels == 0).sum()), threshold_fpr, threshold, interval)
         rewrite_threshold(path, threshold, note)
     digest = read_manifest(path).digest if note else detector.digest
     report = summarize(probs, samples, conditions, names, threshold)
     return {"bundle": str(path), "model_version": detector.version, "digest": digest,
             "experts": names, "threshold_choice": note, **report}
+
+
+def _warn_unstable_threshold(n_real: int, fpr: float, threshold: float, interval) -> None:
+    # A rate is measured by the reals above the cut; with fewer than ten of them the threshold is
+    # set by one or two images, and a bundle shipped with it flags rates nobody measured.
+    print(f"threshold {threshold:.4f} at a {fpr:.1%} false-positive rate on {n_real} real images; "
+          f"90 % bootstrap interval {interval[0]:.4f} to {interval[1]:.4f}", file=sys.stderr)
+    if 0 < fpr and n_real * fpr < 10:
+        print(f"warning: only {n_real * fpr:.1f} of the {n_real} reals are expected above it, so "
+              f"the threshold is unstable; about {math.ceil(10 / fpr)} real images like your "
+              "traffic pin it",
+              file=sys.stderr)
 
 
 def run_eval(args: argparse.Namespace) -> int:

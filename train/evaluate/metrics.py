@@ -99,6 +99,24 @@ def threshold_at_fpr(labels, scores, target_fpr: float) -> float:
     return _cut(values, int(ok[-1]) if ok.size else -1)
 
 
+def threshold_interval(labels, scores, target_fpr: float, level: float = 0.9,
+                       resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """How far `threshold_at_fpr` moves when the reals are drawn again with replacement (a
+    bootstrap; the fakes stay): the central `level` interval of the thresholds it then picks.
+    A rate on few reals rests on the one or two highest of them, and this interval says so: on
+    59 photos at 3 % it spanned 0.71 to 0.99 for a shipped 0.976."""
+    y, s = _arrays(labels, scores)
+    reals, fakes = s[y == 0], s[y == 1]
+    if reals.size == 0:
+        raise ValueError("a threshold interval needs real images")
+    rng = np.random.default_rng(seed)
+    drawn_labels = np.r_[np.zeros(reals.size, np.int64), np.ones(fakes.size, np.int64)]
+    picks = [threshold_at_fpr(drawn_labels, np.r_[rng.choice(reals, reals.size), fakes], target_fpr)
+             for _ in range(resamples)]
+    lo, hi = np.quantile(picks, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
 def binary_metrics(labels, scores, threshold: float) -> dict[str, Any]:
     y, s = _arrays(labels, scores)
     out: dict[str, Any] = {"n_real": int((1 - y).sum()), "n_fake": int(y.sum()),
