@@ -150,6 +150,15 @@ def test_bank_refuses_a_trainable_trunk(pretrained, tmp_path):
         train(config, tmp_path / "run")
 
 
+def test_expert_config_overrides_the_shared_trunk_of_a_preset():
+    from train.fit.config import ExpertConfig
+    starter_a = ExpertConfig(preset="starter:starter-a")
+    assert starter_a.resolve().shared_blocks == 10  # -1 keeps the preset's trunk
+    deeper = dataclasses.replace(starter_a, shared_blocks=8).resolve()
+    assert deeper.shared_blocks == 8
+    assert dataclasses.replace(deeper, shared_blocks=10) == starter_a.resolve()
+
+
 def test_low_rank_needs_one_trainable_setting(pretrained, tmp_path):
     with pytest.raises(ConfigError, match="low_rank"):
         load_config(EXAMPLE, _sets(_args(pretrained, tmp_path, "--set", "stage2.trainable_blocks=2")))

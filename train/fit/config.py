@@ -34,6 +34,9 @@ class ExpertConfig:
     spec: dict[str, Any] = field(default_factory=dict)  # or an inline ExpertSpec (manifest form)
     name: str = ""  # rename the expert (names must be unique when bundles are composed)
     pretrained: str = ""  # local backbone weights: open_clip checkpoint file or HF model folder
+    # Override the spec's frozen shared trunk (-1 keeps it): a shallower trunk leaves more blocks
+    # to tune (the starter's 10 shared with trainable_blocks 2; 8 with 4 tunes blocks 8 to 11).
+    shared_blocks: int = -1
 
     def resolve(self) -> ExpertSpec:
         if bool(self.preset) == bool(self.spec):
@@ -51,6 +54,8 @@ class ExpertConfig:
             if name not in specs:
                 raise ConfigError(f"expert.preset: {preset} has no expert {name!r} ({sorted(specs)})")
             spec = specs[name]
+        if self.shared_blocks >= 0:
+            spec = dataclasses.replace(spec, shared_blocks=self.shared_blocks)
         return dataclasses.replace(spec, name=self.name) if self.name else spec
 
 
