@@ -42,3 +42,15 @@ def test_train_starter_v2_script_sets_what_the_recipe_leaves_open():
         assert needle in script
     # the Debian wallpapers are the independent evaluation's: never fetched, trained or scored on
     assert "report-wallpapers" not in script and '--data "$eval_only"' not in script
+
+
+def test_v2_tail_knob_overrides_make_a_valid_deeper_expert():
+    # what FEATDISTILL_V2_TAIL=4 adds to each expert: a trunk shared up to block 8, blocks 8-11 tuned
+    script = (ROOT / "scripts/train_starter_v2.sh").read_text()
+    assert 'expert.shared_blocks=$(( 12 - FEATDISTILL_V2_TAIL ))' in script
+    cfg = load_config(V2, [SOURCES, "expert.preset=starter:starter-b", "expert.shared_blocks=8",
+                           "stage1.trainable_blocks=4", "stage2.trainable_blocks=4"])
+    spec = cfg.expert.resolve()
+    assert spec.name == "starter-b" and spec.shared_blocks == 8
+    assert cfg.stage1.trainable_blocks == cfg.stage2.trainable_blocks == 4
+    assert load_config(V2, [SOURCES]).expert.resolve().shared_blocks == 10  # the default: 2 tuned
