@@ -116,9 +116,9 @@ fi
 [[ -z "${FEATDISTILL_V2_WORKERS:-}" ]] || COMMON+=(--set "data.num_workers=$FEATDISTILL_V2_WORKERS")
 
 # FEATDISTILL_V2_TAIL=N: the experts tune their last N of CLIP's 12 blocks instead of 2, on a
-# trunk shared up to block 12 - N (a bank of its own). A one-expert CPU A/B ranked the held-out
-# images better with 4 (AUC 0.923 against 0.893; detector/starter/EXPERIMENTS.md) at 2.3 times
-# the cost of a training step. The probe keeps its frozen tower and reads the same bank.
+# trunk shared up to block 12 - N (a bank of its own), at 2.3 times the cost of a training step
+# with N=4. A one-expert CPU A/B did not settle whether it helps (one seed +0.03 AUC, another
+# -0.016; detector/starter/EXPERIMENTS.md). The probe keeps its frozen tower, same bank.
 TRUNK=() TAIL=()
 if [[ -n "${FEATDISTILL_V2_TAIL:-}" ]]; then
   TRUNK=(--set "expert.shared_blocks=$(( 12 - FEATDISTILL_V2_TAIL ))")
