@@ -22,7 +22,7 @@ from detector.service import Detector
 from detector.spec import expert_to_dict
 from shell.cli import main
 from tests.conftest import make_image
-from train.fit.config import ConfigError, load_config
+from train.fit.config import ConfigError, ExpertConfig, load_config
 from train.fit.low_rank import add_low_rank, low_rank_deltas, merge
 from train.fit.run import RunError, train
 
@@ -151,7 +151,6 @@ def test_bank_refuses_a_trainable_trunk(pretrained, tmp_path):
 
 
 def test_expert_config_overrides_the_shared_trunk_of_a_preset():
-    from train.fit.config import ExpertConfig
     starter_a = ExpertConfig(preset="starter:starter-a")
     assert starter_a.resolve().shared_blocks == 10  # -1 keeps the preset's trunk
     deeper = dataclasses.replace(starter_a, shared_blocks=8).resolve()
