@@ -18,7 +18,7 @@ from train.data.records import read_sources, split_samples
 from train.data.toy import render, toy_items, write_toy_dataset
 from train.fit import checkpoint as ckpt
 from train.fit.config import load_config
-from train.fit.run import setup_stage, build_expert
+from train.fit.run import build_expert, comparable_config, resume_mismatch, setup_stage
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train" / "tiny-toy.toml"
 # The example run (3 + 3 epochs of 120 toy images); 5 epochs total is enough for the checks.
@@ -169,3 +169,36 @@ def test_cli_degrade_writes_a_contact_sheet(tmp_path):
     render("toy:real:48:1").save(src)
     assert main(["degrade", "--show", str(src), "--out", str(tmp_path / "sheet.png")]) == 0
     assert (tmp_path / "sheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_setting_added_after_the_checkpoint_matches_only_at_its_default():
+    """Resume compares the checkpoint's config with the current one: a setting the code gained
+    later (absent from the checkpoint) matches when it holds its default, as the older code
+    behaved; a changed value, or a setting the code dropped, names itself."""
+    config = load_config(EXAMPLE, ARGS[1::2])
+    saved = comparable_config(config)  # a fresh dict: editing it leaves config alone
+    del saved["expert"]["shared_blocks"], saved["low_rank"]
+    assert resume_mismatch(saved, config) is None
+    deeper = load_config(EXAMPLE, [*ARGS[1::2], "expert.shared_blocks=1"])
+    assert resume_mismatch(saved, deeper) == "expert.shared_blocks"
+    saved["stage1"]["epochs"] = 9
+    assert resume_mismatch(saved, config) == "stage1.epochs"
+    saved["stage1"]["epochs"] = config.stage1.epochs
+    saved["expert"]["retired_knob"] = 1
+    assert resume_mismatch(saved, config) == "expert.retired_knob"
+    assert resume_mismatch(None, config) is not None  # a checkpoint without a config
+
+
+def test_resume_goes_on_from_a_checkpoint_older_than_a_setting(run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "bundle")
+    ckpt.checkpoint_path(copy, 6).unlink()
+    path = ckpt.checkpoint_path(copy, 5)
+    state = torch.load(path, weights_only=False)
+    del state["config"]["expert"]["shared_blocks"]  # as written before the setting existed
+    torch.save(state, path)
+    assert main(["train", str(EXAMPLE), "--out", str(copy), "--resume", *ARGS]) == 0
+    assert untimed(records(copy, "step")) == untimed(records(run, "step"))
+    bad = [*ARGS, "--set", "stage2.distill_weight=1.0"]
+    assert main(["train", str(EXAMPLE), "--out", str(copy), "--resume", *bad]) != 0

@@ -57,10 +57,58 @@ def build_expert(config: TrainConfig) -> Expert:
     return expert
 
 
-def _comparable(config: TrainConfig) -> dict[str, Any]:
+def comparable_config(config: TrainConfig) -> dict[str, Any]:
+    """The config as a checkpoint records it: without the settings a resume may change."""
     d = to_dict(config)
     d["data"] = {k: v for k, v in d["data"].items() if k != "num_workers"}
     return {k: v for k, v in d.items() if k not in _RESUMABLE_CHANGES}
+
+
+def _field_defaults(config: Any) -> dict[str, Any]:
+    """Each field's default, nested like to_dict (MISSING where a field has none)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = _field_defaults(value)
+        elif f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+        else:
+            out[f.name] = dataclasses.MISSING
+    return out
+
+
+def resume_mismatch(saved: dict[str, Any] | None, config: TrainConfig) -> str | None:
+    """The setting (dotted name) in which `config` differs from the config a checkpoint was
+    written with (`saved`), or None when the run may resume."""
+    return _difference(saved or {}, comparable_config(config), _field_defaults(config))
+
+
+def _difference(saved: dict[str, Any], current: dict[str, Any], defaults: dict[str, Any],
+                prefix: str = "") -> str | None:
+    """The dotted name of the first setting where a checkpoint's config and the current one differ,
+    or None. A setting the checkpoint lacks matches when it holds its default: it was added to
+    the code after the checkpoint was written, and its default is how that older code behaved
+    (expert.shared_blocks = -1 keeps the preset's trunk), so adding a setting does not strand the
+    runs in progress."""
+    for key in sorted(set(saved) | set(current)):
+        name = prefix + key
+        default = defaults.get(key, dataclasses.MISSING)
+        if key not in current:
+            return name  # a setting this code no longer has
+        if key not in saved:
+            if current[key] != default:  # a nested default is a dict, as to_dict writes it
+                return name
+        elif isinstance(saved[key], dict) and isinstance(current[key], dict):
+            inner = _difference(saved[key], current[key],
+                                default if isinstance(default, dict) else {}, name + ".")
+            if inner:
+                return inner
+        elif saved[key] != current[key]:
+            return name
+    return None
 
 
 @dataclass(frozen=True)
@@ -163,9 +211,10 @@ def _start(config: TrainConfig, run_dir: Path, model: Expert, resume: bool, log:
     if done is None:
         return None, 0, 0
     state = ckpt.load_checkpoint(run_dir, done)
-    if state.get("config") != _comparable(config):
+    differs = resume_mismatch(state.get("config"), config)
+    if differs:
         raise RunError(f"{run_dir}: the config differs from the one the checkpoints were made "
-                       "with; resume needs the same settings")
+                       f"with ({differs}); resume needs the same settings")
     model.load_state_dict(state["model"])
     log.truncate_after(done)
     return state, done, int(state["step"])
@@ -209,7 +258,7 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> Run
             ckpt.save_checkpoint(run_dir, epoch, model=model.state_dict(),
                                  optimizer=stage.optimizer.state_dict(),
                                  scheduler=stage.scheduler.state_dict(), step=step, stage=name,
-                                 config=_comparable(config))
+                                 config=comparable_config(config))
             ckpt.prune(run_dir, config.keep_checkpoints, {config.teacher_epoch})
     history = [r for r in log.records() if r.get("event") == "epoch"]
     bundle_dir = export(config, model, split, history, run_dir / "bundle")
