@@ -91,7 +91,8 @@ PEOPLE_SOURCES: tuple[GitSource, ...] = (
     GitSource("wider-face-sample", "vishalw-iitk/Widerface_Yolov5",
               "cbae228a9750b8c6caabf508810d05fb1e1fad5d",
               "none stated at the repository root (a YOLOv5 copy inside is GPL-3.0); WIDER FACE "
-              "images: non-commercial research use",
+              "images: CC BY-NC-ND 4.0 (the dataset's card), and these resized copies are "
+              "derivatives",
               (GitRule(_WIDER + "*.jpg", "real", "people", exclude=_WIDER_NOT_PHOTOS),),
               default=False,
               notes="200 WIDER FACE photos (parades, marching bands, handshakes, protests, "
