@@ -216,3 +216,31 @@ def test_heldout_generator_rules_keep_single_generations_of_the_named_model():
     assert {n: resolve(f"data/images/case{n}.jpg", ctx) for n in (1, 2, 3, 4, 24, 99)} == {
         1: "gpt-image/gpt-image-2", 2: None, 3: None, 4: None, 24: None, 99: None}
     assert resolve("data/images/cover.jpg", ctx) is None
+
+
+def test_product_rules_keep_one_generator_and_hold_out_the_unseen_one():
+    """The ninth search's AI product shots: the packshots and the first-stage SDXL-Lightning ads
+    train; the inpainted second stage (SD 1.5 pixels over SDXL's), the box drawings and the
+    masks are left out; Imagen 4, a generator no training has seen, is held out."""
+    from train.sources.git_sources_products import PRODUCT_SOURCES
+    assert {s.name for s in PRODUCT_SOURCES} <= {s.name for s in GIT_SOURCES}
+    assert {s.name for s in PRODUCT_SOURCES if s.split == "heldout"} == {"imagen4-product-shots"}
+
+    def picked(name: str, paths: list[str]) -> dict[str, str]:
+        src = next(s for s in PRODUCT_SOURCES if s.name == name)
+        return {e.path: r.generator for e, r in ig.select([Entry(p, "0" * 40, 1) for p in paths],
+                                                         src.rules)}
+
+    shop = "packages/frontend/public/products/"
+    assert picked("nano-banana-pro-packshots", [shop + "CLO-0001.jpg", shop + ".gitkeep",
+                                                "docs/screenshot.png"]) == {
+        shop + "CLO-0001.jpg": "gemini-image/nano-banana-pro"}
+    ads = "visuals/"
+    assert picked("sdxl-lightning-product-ads", [
+        ads + "product_photos/Office Chair_0_3.png", ads + "impaint_results/Bag_0_0.png",
+        ads + "detection_results/Bag_0_0.png", ads + "segmentation_results/Bag_0_0.png",
+    ]) == {ads + "product_photos/Office Chair_0_3.png": "sdxl/sdxl-lightning"}
+    run = "Generated_Images/2025-11-07_11-07-57/"
+    assert picked("imagen4-product-shots", [run + "images/image_001.jpg",
+                                            run + "generation_summary.md"]) == {
+        run + "images/image_001.jpg": "imagen/imagen-4"}

@@ -19,6 +19,7 @@ from PIL import Image
 from train.sources.git_import import Ctx, GitRule, GitSource
 from train.sources.git_sources_heldout import HELDOUT_GENERATOR_SOURCES
 from train.sources.git_sources_people import PEOPLE_SOURCES
+from train.sources.git_sources_products import PRODUCT_SOURCES
 
 # ----------------------------------------------------------------------------------------------
 # Resolvers: (path in the repository, Ctx) -> generator, or None to drop the file.
@@ -360,6 +361,8 @@ GIT_SOURCES: tuple[GitSource, ...] = (
     *PEOPLE_SOURCES,
     # --- held-out modern generators, evaluation only (eighth search) ---------------------------
     *HELDOUT_GENERATOR_SOURCES,
+    # --- AI product photography (ninth search) ------------------------------------------------
+    *PRODUCT_SOURCES,
 )
 
 GIT_REGISTRY: dict[str, GitSource] = {s.name: s for s in GIT_SOURCES}
