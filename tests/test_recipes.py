@@ -2,11 +2,13 @@
 breaking on for both classes, fast precision, no held-out or reserved manifests as sources."""
 from __future__ import annotations
 
+import argparse
 import inspect
 from pathlib import Path
 
 import pytest
 
+from train.cli import register_eval
 from train.data.samples import prepare
 from train.fit.config import ConfigError, load_config
 
@@ -42,6 +44,19 @@ def test_train_starter_v2_script_sets_what_the_recipe_leaves_open():
         assert needle in script
     # the Debian wallpapers are the independent evaluation's: never fetched, trained or scored on
     assert "report-wallpapers" not in script and '--data "$eval_only"' not in script
+
+
+def test_v2_script_stores_a_threshold_that_does_not_depend_on_the_cpus_bf16():
+    # `--dtype fast` is bf16 on some CPUs and fp32 on others; the threshold written into the bundle
+    # and the adapter is a default, so it is chosen from fp32 scores everywhere (argparse: last wins)
+    script = (ROOT / "scripts/train_starter_v2.sh").read_text()
+    line = next(ln for ln in script.replace("\\\n", " ").splitlines() if "--set-threshold-fpr" in ln)
+    assert line.rstrip().endswith('"${EVAL[@]}" --dtype float32')
+    parser = argparse.ArgumentParser()
+    register_eval(parser.add_subparsers())
+    args = parser.parse_args(["eval", "--bundle", "b", "--data", "d", "--out", "o",
+                              "--dtype", "fast", "--dtype", "float32"])
+    assert args.dtype == "float32"
 
 
 def test_v2_tail_knob_overrides_make_a_valid_deeper_expert():
