@@ -15,14 +15,19 @@
 # Never heldout.csv or eval_only.csv: they are evaluated, and train.data.records refuses their rows.
 #
 # The experts differ in data mixture and seed (see the recipe's header), all on one view bank:
-#   a: balanced, seed 0;  b: modern-heavy, seed 1 (shipped: the CPU budget);  c: balanced, seed 2;
-#   d: modern-heavy, seed 3 (FEATDISTILL_V2_EXPERTS="a b c d"; on a GPU give c and d the harsh
-#   bank too). Then the UnivFD probe on the same bank, the threshold at a 3 % false-positive rate
-#   on the split's held-out real photos (FEATDISTILL_V2_FPR), the bundles and their reports under
-#   OUT/report-*-{starter-v2,univfd}.
+#   a: balanced, seed 0;  b: modern-heavy, seed 1;  c: balanced, seed 2;  d: modern-heavy, seed 3
+#   (default "a c", as shipped; FEATDISTILL_V2_EXPERTS="a b c d" on a GPU, with c and d on the
+#   harsh bank). Then the UnivFD probe on the same bank, the threshold at a 3 % false-positive
+#   rate on held-out real photos (FEATDISTILL_V2_FPR, FEATDISTILL_V2_CALIBRATION), the bundles
+#   and their reports under OUT/report-*-{starter-v2,univfd}.
+# The shipped adapter (v2's third training, 2026-12-02; detector/starter/README.md) is this
+# script on a 2-core CPU in about 2 h, with the CPU-budget knobs below:
+#   FEATDISTILL_V2_PER_SOURCE=500 FEATDISTILL_V2_AIGI_LIMIT=600 FEATDISTILL_V2_VIEWS=2 \
+#   FEATDISTILL_V2_EXPERTS="a c" FEATDISTILL_V2_PROBE=0 FEATDISTILL_V2_QUALITY=0 \
+#     bash scripts/train_starter_v2.sh OUT           # -> OUT/starter-v2-adapter.safetensors
 #
-# On a GPU node that lacks the sources (how the shipped starter-v2 was trained: an H200 reached
-# through a thin link), pack the pool here and train there on the pack:
+# On a GPU node that lacks the sources (how v2's second training ran: an H200 reached through
+# a thin link), pack the pool here and train there on the pack:
 #   bash scripts/train_starter_v2.sh --pack DIR            # here: 8,547 images -> 145 MB, 3 min
 #   FEATDISTILL_PREPARED=DIR FEATDISTILL_V2_EXPERTS="a b c d" FEATDISTILL_V2_HARSH=1 \
 #   FEATDISTILL_V2_WORKERS=14 FEATDISTILL_V2_TRAIN_ONLY=1 bash scripts/train_starter_v2.sh OUT
@@ -55,9 +60,9 @@ limit_all=0
 # FEATDISTILL_V2_PER_SOURCE=N: at most N images of each repository in the git index (hash-chosen,
 # data.sources[].limit_per_source), so that no single gallery becomes most of a class: since the
 # sixth import the default index holds 2,297 Krea 2 portraits of one composition (45 % of its AI
-# images) and 3,781 clothes photos. 0 (the default): all, as the shipped starter-v2 was trained
-# on the index before the sixth import; its successor is to be trained with 500.
-PER_SOURCE="${FEATDISTILL_V2_PER_SOURCE:-0}"
+# images) and 3,781 clothes photos. 500 (the default) as the shipped adapter was trained; 0: all
+# (v2's second training, on the index before the sixth import).
+PER_SOURCE="${FEATDISTILL_V2_PER_SOURCE:-500}"
 # FEATDISTILL_V2_AIGI_LIMIT=N: a hash-chosen N of the dev set (default all), for a CPU budget
 AIGI_LIMIT="${FEATDISTILL_V2_AIGI_LIMIT:-$limit_all}"
 # sources for one mixture: aigi, git[, registry] with the given weights
@@ -135,11 +140,12 @@ train_one() {  # tag seed mixture [extra --set ...]
     "${COMMON[@]}" "${SPLIT[@]}" --set "expert.preset=starter:starter-$tag" --set "seed=$seed" \
     --set "data.sources=$mix" ${TRUNK[@]+"${TRUNK[@]}"} ${TAIL[@]+"${TAIL[@]}"} "$@"
 }
-# Experts c and d (seeds 2 and 3; on a GPU give them the "harsh" bank: FEATDISTILL_V2_HARSH=1)
-# are left out on a CPU: each costs about 30 min here.
-# FEATDISTILL_V2_EXPERTS="a b c d" trains and bundles all four.
+# Experts b and d (the modern-heavy mixture) are left out by default: on the capped pool b added
+# nothing to a (detector/starter/EXPERIMENTS.md), and each costs about 35 min on this CPU.
+# FEATDISTILL_V2_EXPERTS="a b c d" trains and bundles all four (on a GPU give c and d the "harsh"
+# bank: FEATDISTILL_V2_HARSH=1).
 # (FEATDISTILL_V2_EXPERTS="" trains none of them: a node that adds only the DINOv2 ones below)
-EXPERTS=(${FEATDISTILL_V2_EXPERTS-a b})
+EXPERTS=(${FEATDISTILL_V2_EXPERTS-a c})
 for tag in ${EXPERTS[@]+"${EXPERTS[@]}"}; do
   case $tag in
     a) train_one a 0 "$BALANCED" ;;
