@@ -21,10 +21,10 @@
 #   rate on held-out real photos (FEATDISTILL_V2_FPR, FEATDISTILL_V2_CALIBRATION), the bundles
 #   and their reports under OUT/report-*-{starter-v2,univfd}.
 # The shipped adapter (v2's third training, 2026-12-02; detector/starter/README.md) is this
-# script on a 2-core CPU in about 2 h, with the CPU-budget knobs below:
-#   FEATDISTILL_V2_PER_SOURCE=500 FEATDISTILL_V2_AIGI_LIMIT=600 FEATDISTILL_V2_VIEWS=2 \
-#   FEATDISTILL_V2_EXPERTS="a c" FEATDISTILL_V2_PROBE=0 FEATDISTILL_V2_QUALITY=0 \
-#     bash scripts/train_starter_v2.sh OUT           # -> OUT/starter-v2-adapter.safetensors
+# script on a 2-core CPU in about 2 h: the defaults (cap 500, experts a and c) plus the
+# CPU-budget knobs below:
+#   FEATDISTILL_V2_AIGI_LIMIT=600 FEATDISTILL_V2_VIEWS=2 FEATDISTILL_V2_PROBE=0 \
+#   FEATDISTILL_V2_QUALITY=0 bash scripts/train_starter_v2.sh OUT   # -> OUT/starter-v2-adapter.safetensors
 #
 # On a GPU node that lacks the sources (how v2's second training ran: an H200 reached through
 # a thin link), pack the pool here and train there on the pack:
